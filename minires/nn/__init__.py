@@ -1,0 +1,4 @@
+"""Layers as PyTorch-shaped modules; the pure forward/backward functions are in ``minires.nn.functional``."""
+from . import functional
+from .module import Module, Parameter, RemovableHandle, Sequential, StateDictError
+from .activation import ReLU

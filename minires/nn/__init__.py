@@ -1,4 +1,5 @@
 """Layers as PyTorch-shaped modules; the pure forward/backward functions are in ``minires.nn.functional``."""
 from . import functional
+from . import init
 from .module import Module, Parameter, RemovableHandle, Sequential, StateDictError
 from .activation import ReLU

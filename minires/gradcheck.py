@@ -102,7 +102,7 @@ class Report:
 
 
 def _float64_copy(x):
-    return get_array_module(x).array(x, dtype=np.float64, copy=True)
+    return get_array_module(x).array(x, dtype=np.float64, order="C", copy=True)
 
 
 def _random_like(y, rng):

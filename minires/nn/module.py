@@ -69,6 +69,7 @@ class StateDictError(RuntimeError, ValueError):
 
 _IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 _NO_GRAD = object()  # the cache of a forward that ran under no_grad()
+_EMPTY = object()  # no forward since the last backward
 
 
 def _with_backward_hooks(backward):
@@ -100,7 +101,7 @@ class Module:
         for name, value in (("_parameters", OrderedDict()), ("_buffers", OrderedDict()),
                             ("_modules", OrderedDict()), ("_forward_hooks", OrderedDict()),
                             ("_backward_hooks", OrderedDict()), ("training", True),
-                            ("_cache", None), ("_in_backward", False)):
+                            ("_cache", _EMPTY), ("_in_backward", False)):
             object.__setattr__(self, name, value)
 
     def __init_subclass__(cls, **kwargs):
@@ -186,8 +187,8 @@ class Module:
 
     def _saved_for_backward(self):
         """Hand the forward's cache to backward, once (a second backward needs a new forward)."""
-        cache, self._cache = self._cache, None
-        if cache is None:
+        cache, self._cache = self._cache, _EMPTY
+        if cache is _EMPTY:
             raise RuntimeError(f"{self.extra_name()}: backward called before forward "
                                "(or a second time after one forward)")
         if cache is _NO_GRAD:
@@ -355,7 +356,7 @@ class Module:
             for name, b in module._buffers.items():
                 if b is not None:
                     module._buffers[name] = convert(b)
-            module._cache = None  # a cache on the old device/dtype is useless
+            module._cache = _EMPTY  # a cache on the old device/dtype is useless
         return self
 
     def double(self):

@@ -1,0 +1,43 @@
+"""ReLU against PyTorch, gradient checks, dtypes, and bad input."""
+import numpy as np
+import pytest
+import torch
+
+from minires import gradcheck, nn
+from minires.nn.functional import relu_backward, relu_forward
+
+from helpers import assert_close, to_torch
+
+
+@pytest.mark.parametrize("dtype,rtol", [(np.float64, 0), (np.float32, 0)])
+def test_relu_matches_torch(xp, dtype, rtol):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 4, 5, 7)).astype(dtype)
+    x[0, 0, 0, :3] = 0.0  # the kink: PyTorch's gradient there is 0
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    layer = nn.ReLU()
+    y = layer(xp.asarray(x))
+    dx = layer.backward(xp.asarray(dy))
+    tx = to_torch(x, requires_grad=True)
+    ty = torch.relu(tx)
+    ty.backward(to_torch(dy))
+    assert y.dtype == dtype and dx.dtype == dtype
+    assert_close(y, ty, rtol=rtol, atol=0)
+    assert_close(dx, tx.grad, rtol=rtol, atol=0)
+
+
+def test_relu_gradcheck_and_non_contiguous_input_left_unmodified():
+    x = np.random.default_rng(1).standard_normal((5, 4, 3)).transpose(2, 0, 1)
+    before = x.copy()
+    assert gradcheck.check_function(relu_forward, relu_backward, [x]).ok
+    y, _ = relu_forward(x)
+    np.testing.assert_array_equal(x, before)
+    np.testing.assert_array_equal(y, np.maximum(before, 0))
+
+
+def test_relu_bad_input():
+    with pytest.raises(TypeError, match=r"relu_forward: expected a floating-point input.*int64"):
+        nn.ReLU()(np.arange(4))
+    _, cache = relu_forward(np.ones((2, 3)))
+    with pytest.raises(ValueError, match=r"relu_backward: expected upstream gradient of shape \(2, 3\), got \(3, 2\)"):
+        relu_backward(np.ones((3, 2)), cache)

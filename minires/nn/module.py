@@ -23,13 +23,15 @@ class Parameter:
 
     ``.grad`` starts as ``None``; each backward adds into it (so two backward passes sum
     their gradients, as in PyTorch), ``zero_grad`` resets it to ``None``, and it may be
-    assigned directly. Optimizers skip parameters whose ``.grad`` is ``None``.
+    assigned directly. Optimizers skip parameters whose ``.grad`` is ``None``. A frozen
+    parameter (``requires_grad=False``) receives no gradient.
     """
 
-    def __init__(self, data):
+    def __init__(self, data, requires_grad=True):
         check_array("Parameter", data, "data")
         self.data = data
         self.grad = None
+        self.requires_grad = requires_grad
 
     shape = property(lambda self: self.data.shape)
     dtype = property(lambda self: self.data.dtype)
@@ -41,6 +43,8 @@ class Parameter:
         if tuple(grad.shape) != tuple(self.data.shape):
             raise ValueError(f"Parameter: gradient of shape {tuple(grad.shape)} does not match "
                              f"the parameter's shape {tuple(self.data.shape)}")
+        if not self.requires_grad:
+            return
         if self.grad is None:
             self.grad = grad
         else:

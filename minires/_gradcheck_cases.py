@@ -2,7 +2,7 @@
 import numpy as np
 
 from . import nn
-from .gradcheck import check_module
+from .gradcheck import check_function, check_module
 
 
 def _x(*shape, seed=0):
@@ -13,4 +13,12 @@ def all_cases():
     """A list of zero-argument callables, each returning a ``gradcheck.Report``."""
     return [
         lambda: check_module(nn.ReLU(), _x(2, 3, 5, 4)),
+        lambda: check_module(nn.Linear(5, 3), _x(2, 3, 5)),
+        lambda: check_module(nn.Linear(4, 2, bias=False), _x(1, 4)),
+        lambda: check_module(nn.Flatten(), _x(2, 3, 2, 2)),
+        lambda: check_function(lambda x: nn.functional.dropout_forward(x, 0.4, True, np.random.default_rng(0)),
+                               nn.functional.dropout_backward, [_x(3, 5)], title="dropout_forward (p=0.4, one fixed mask)"),
+        lambda: check_function(lambda z: nn.functional.cross_entropy_forward(z, np.array([0, 4, 2]), 0.1),
+                               nn.functional.cross_entropy_backward, [_x(3, 5)],
+                               title="cross_entropy_forward (label_smoothing=0.1)"),
     ]

@@ -3,3 +3,7 @@ from . import functional
 from . import init
 from .module import Module, Parameter, RemovableHandle, Sequential, StateDictError
 from .activation import ReLU
+from .linear import Linear
+from .dropout import Dropout
+from .loss import CrossEntropyLoss
+from .reshape import Flatten, Identity

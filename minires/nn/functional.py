@@ -5,3 +5,7 @@ the gradients of its inputs. They take their array module from their inputs, kee
 and run unchanged on NumPy and CuPy arrays.
 """
 from .activation import relu_backward, relu_forward
+from .linear import linear_backward, linear_forward
+from .dropout import dropout_backward, dropout_forward
+from .loss import cross_entropy_backward, cross_entropy_forward, softmax_cross_entropy
+from .reshape import flatten_backward, flatten_forward

@@ -21,4 +21,9 @@ def all_cases():
         lambda: check_function(lambda z: nn.functional.cross_entropy_forward(z, np.array([0, 4, 2]), 0.1),
                                nn.functional.cross_entropy_backward, [_x(3, 5)],
                                title="cross_entropy_forward (label_smoothing=0.1)"),
+        lambda: check_module(nn.Conv2d(3, 4, 3, stride=2, padding=1), _x(2, 3, 6, 6)),
+        lambda: check_module(nn.Conv2d(4, 6, (3, 2), stride=(2, 1), padding=(1, 0), dilation=(2, 1), groups=2),
+                             _x(1, 4, 7, 5)),
+        lambda: check_module(nn.Conv2d(4, 8, 1, stride=2, bias=False), _x(2, 4, 6, 6)),
+        lambda: check_module(nn.Conv2d(3, 3, (2, 3), padding="same", groups=3), _x(2, 3, 5, 4)),
     ]

@@ -7,3 +7,4 @@ from .linear import Linear
 from .dropout import Dropout
 from .loss import CrossEntropyLoss
 from .reshape import Flatten, Identity
+from .conv import Conv2d

@@ -9,3 +9,4 @@ from .linear import linear_backward, linear_forward
 from .dropout import dropout_backward, dropout_forward
 from .loss import cross_entropy_backward, cross_entropy_forward, softmax_cross_entropy
 from .reshape import flatten_backward, flatten_forward
+from .conv import col2im, conv2d_backward, conv2d_forward, im2col

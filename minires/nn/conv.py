@@ -1,0 +1,408 @@
+"""2-D convolution as a matrix product: im2col, GEMM, col2im.
+
+Forward. For an input ``x`` of shape (N, C, H, W), zero-padded, a weight ``W`` of shape
+(C_out, C/G, kh, kw) and ``G`` groups (output channel ``o`` belongs to group ``g`` and sees
+only that group's C/G input channels):
+
+    y[n, o, h, w] = b[o] + sum_{c, i, j} W[o, c, i, j] * x_pad[n, g*C/G + c, h*s + i*d, w*s + j*d]
+
+with ``s`` the stride and ``d`` the dilation (each a (height, width) pair) and the output size
+
+    H_out = floor((H + pad_top + pad_bottom - d*(kh - 1) - 1) / s) + 1      (likewise W_out).
+
+As a GEMM. im2col copies every receptive field into one row of a matrix, so that the triple sum
+over (c, i, j) becomes one matrix product per group:
+
+    cols[g, (n, h, w), (i, j, c)] = x_pad[n, g*C/G + c, h*s + i*d, w*s + j*d]
+    W_mat[g, o, (i, j, c)]        = W[g*C_out/G + o, c, i, j]
+    Y[g] = cols[g] @ W_mat[g]^T + b              shape (N*H_out*W_out, C_out/G): a row per pixel
+
+Backward. Y = cols W_matᵀ is linear in each factor, so with dY = dL/dY (a row per pixel):
+
+    dW_mat = dYᵀ @ cols          (the textbook dW = dY·colsᵀ, with pixels as rows here)
+    dcols  = dY @ W_mat          (the textbook Wᵀ·dY)
+    dx     = col2im(dcols)       each window entry adds its gradient to the pixel it was copied
+                                 from (col2im is the adjoint of im2col: a pixel seen by k windows
+                                 gets k terms; a pixel seen by none, e.g. the last row when
+                                 (H + 2p - kh) % s != 0, gets 0)
+    db[o]  = sum_{n, h, w} dy[n, o, h, w]
+
+Layout, chosen for speed while the API stays NCHW. Inside, images are channels-last (NHWC): a
+receptive field is then kh*kw runs of C contiguous numbers, so the im2col copy moves long runs,
+and the GEMM result (pixels x channels) already *is* the NHWC output. ``y`` is returned as an
+(N, C_out, H_out, W_out) view of that memory; elementwise layers keep the layout, and the next
+convolution gets its NHWC view for free. ``dx`` likewise is an NCHW view of an NHWC buffer.
+``groups`` is the leading batch axis of every ``matmul`` (no Python loop over groups).
+
+Cost. im2col is one strided view (``as_strided``) and one copy. col2im loops over the kh*kw
+kernel offsets, each adding a strided slice into the padded gradient (no ``add.at``, no loop over
+pixels); for that, backward computes dcols one kernel offset at a time (a batched matmul), so
+that each offset's slice is contiguous. The three GEMMs (forward, dW, dcols) do
+2*N*H_out*W_out*C_out*(C/G)*kh*kw flops each and are most of the time.
+
+Memory. The cache keeps ``cols``, kh*kw/(s_h*s_w) times the size of the input (9x for a 3x3
+stride-1 convolution: 302 MB in float32 for a batch of 128 with 64 channels at 32x32), and the
+small weight matrix. Keeping ``cols`` spares the backward pass a second im2col; backward then
+writes dcols over it (``cols`` is not needed once dW is known), so its peak stays at one such
+buffer, and a cache serves one backward pass only, as in PyTorch.
+"""
+import math
+import operator
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..backend import get_array_module
+from . import init
+from .checks import (_name, check_array, check_dim, check_float, check_matching, check_rank,
+                     check_same_shape)
+from .module import Module, Parameter
+
+
+# -- geometry: sizes of the kernel, the padding and the output ------------------------------------
+def _pair(layer, value, what, minimum):
+    """An int or a pair of ints (each ``>= minimum``) as a pair."""
+    try:
+        pair = (operator.index(value),) * 2 if not isinstance(value, (tuple, list)) else \
+            tuple(operator.index(v) for v in value)
+    except TypeError:
+        pair = ()
+    if len(pair) != 2 or min(pair) < minimum:
+        raise ValueError(f"{_name(layer)}: {what} must be an int or a pair of ints >= {minimum}, "
+                         f"got {value!r}")
+    return pair
+
+
+def _padding_pairs(layer, padding, kernel, stride, dilation):
+    """``((top, bottom), (left, right))`` from an int, a pair, ``"valid"`` or ``"same"``.
+
+    ``"same"`` pads ``d*(k - 1)`` in total, the odd one at the end, as PyTorch does.
+    """
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0), (0, 0)
+        if padding != "same":
+            raise ValueError(f"{_name(layer)}: invalid padding string {padding!r}, "
+                             "should be one of {'valid', 'same'}")
+        if stride != (1, 1):
+            raise ValueError(f"{_name(layer)}: padding='same' is not supported for strided "
+                             f"convolutions (stride={stride})")
+        totals = [d * (k - 1) for k, d in zip(kernel, dilation)]
+        return tuple((t // 2, t - t // 2) for t in totals)
+    return tuple((p, p) for p in _pair(layer, padding, "padding", 0))
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """Everything about the shapes of one convolution; built and checked by ``_conv_geometry``."""
+    input_shape: tuple      # (N, C, H, W)
+    kernel: tuple           # (kh, kw)
+    stride: tuple           # (s_h, s_w)
+    padding: tuple          # ((top, bottom), (left, right))
+    dilation: tuple         # (d_h, d_w)
+    groups: int
+
+    @property
+    def padded_size(self):
+        _, _, H, W = self.input_shape
+        (top, bottom), (left, right) = self.padding
+        return H + top + bottom, W + left + right
+
+    @property
+    def dilated_kernel(self):
+        return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel, self.dilation))
+
+    @property
+    def output_size(self):
+        return tuple((p - k) // s + 1 for p, k, s in zip(self.padded_size, self.dilated_kernel, self.stride))
+
+    @property
+    def cols_shape(self):
+        """``(G, N*H_out*W_out, kh*kw*C/G)``: one row per output pixel and group."""
+        N, C, _, _ = self.input_shape
+        H_out, W_out = self.output_size
+        return self.groups, N * H_out * W_out, self.kernel[0] * self.kernel[1] * C // self.groups
+
+
+def _check_groups(layer, groups):
+    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
+        raise ValueError(f"{_name(layer)}: groups must be a positive integer, got {groups!r}")
+    return int(groups)
+
+
+def _conv_geometry(layer, input_shape, kernel_size, stride=1, padding=0, dilation=1, groups=1):
+    """Validate the hyper-parameters against an (N, C, H, W) input shape."""
+    kernel = _pair(layer, kernel_size, "kernel_size", 1)
+    stride = _pair(layer, stride, "stride", 1)
+    dilation = _pair(layer, dilation, "dilation", 1)
+    padding = _padding_pairs(layer, padding, kernel, stride, dilation)
+    groups = _check_groups(layer, groups)
+    if input_shape[1] % groups:
+        raise ValueError(f"{_name(layer)}: the input's {input_shape[1]} channels are not divisible "
+                         f"by groups={groups}")
+    geometry = ConvGeometry(tuple(input_shape), kernel, stride, padding, dilation, groups)
+    if any(k > p for k, p in zip(geometry.dilated_kernel, geometry.padded_size)):
+        raise ValueError(f"{_name(layer)}: kernel size {geometry.dilated_kernel} (after dilation) is "
+                         f"larger than the padded input {geometry.padded_size} (input shape "
+                         f"{tuple(input_shape)}, padding {padding})")
+    return geometry
+
+
+def _window_slice(start, step, count):
+    """``count`` positions ``start, start + step, ...`` (ends at the last one: never out of range)."""
+    return slice(start, start + step * (count - 1) + 1, step)
+
+
+# -- im2col and col2im ---------------------------------------------------------------------------
+def _padded_nhwc(x, geometry):
+    """``x`` zero-padded, channels last: (N, H_pad, W_pad, C) (a view when there is no padding)."""
+    x_nhwc = x.transpose(0, 2, 3, 1)
+    (top, bottom), (left, right) = geometry.padding
+    if top == bottom == left == right == 0:
+        return x_nhwc
+    xp = get_array_module(x)
+    N, C, H, W = x.shape
+    padded = xp.zeros((N, *geometry.padded_size, C), dtype=x.dtype)
+    padded[:, top:top + H, left:left + W, :] = x_nhwc
+    return padded
+
+
+def _windows_of_padded(padded, geometry):
+    """windows[n, h, w, i, j, g, c] = padded[n, h*s_h + i*d_h, w*s_w + j*d_w, g*C/G + c]: a view."""
+    xp = get_array_module(padded)
+    N, C, _, _ = geometry.input_shape
+    G = geometry.groups
+    (s_h, s_w), (d_h, d_w) = geometry.stride, geometry.dilation
+    stride_n, stride_h, stride_w, stride_c = padded.strides
+    return xp.lib.stride_tricks.as_strided(
+        padded, shape=(N, *geometry.output_size, *geometry.kernel, G, C // G),
+        strides=(stride_n, s_h * stride_h, s_w * stride_w, d_h * stride_h, d_w * stride_w,
+                 C // G * stride_c, stride_c))
+
+
+def _windows_of_cols(cols, geometry):
+    """``cols`` (G, N*H_out*W_out, kh*kw*C/G) as windows[n, h, w, i, j, g, c] (a view)."""
+    N, C, _, _ = geometry.input_shape
+    (kh, kw), G = geometry.kernel, geometry.groups
+    return cols.reshape(G, N, *geometry.output_size, kh, kw, C // G).transpose(1, 2, 3, 4, 5, 0, 6)
+
+
+def _im2col(x, geometry):
+    """The one copy: the windows of padded ``x`` into a fresh ``cols`` matrix."""
+    xp = get_array_module(x)
+    cols = xp.empty(geometry.cols_shape, dtype=x.dtype)
+    _windows_of_cols(cols, geometry)[...] = _windows_of_padded(_padded_nhwc(x, geometry), geometry)
+    return cols
+
+
+def _add_windows(windows, geometry):
+    """col2im proper: ``dx_pad[n, h*s + i*d, w*s + j*d, g, c] += windows[n, h, w, i, j, g, c]``.
+
+    One strided-slice add per kernel offset (i, j); ``windows`` may have any memory layout, but
+    the adds are fastest when each offset's slice is contiguous (see ``conv2d_backward``).
+    Returns an (N, C, H, W) view of the channels-last gradient buffer.
+    """
+    xp = get_array_module(windows)
+    N, C, H, W = geometry.input_shape
+    H_out, W_out = geometry.output_size
+    (kh, kw), (s_h, s_w), (d_h, d_w) = geometry.kernel, geometry.stride, geometry.dilation
+    (top, _), (left, _) = geometry.padding
+    padded = xp.zeros((N, *geometry.padded_size, C), dtype=windows.dtype)
+    padded_groups = padded.reshape(N, *geometry.padded_size, geometry.groups, C // geometry.groups)
+    for i in range(kh):
+        rows = _window_slice(i * d_h, s_h, H_out)
+        for j in range(kw):
+            padded_groups[:, rows, _window_slice(j * d_w, s_w, W_out)] += windows[:, :, :, i, j]
+    return padded[:, top:top + H, left:left + W, :].transpose(0, 3, 1, 2)
+
+
+def im2col(x, kernel_size, stride=1, padding=0, dilation=1, groups=1):
+    """The receptive fields of ``x`` (N, C, H, W) as rows: ``cols`` of shape
+    ``(groups, N*H_out*W_out, kh*kw*C/groups)``.
+
+    ``cols[g, (n*H_out + h)*W_out + w, (i*kw + j)*C/groups + c]
+    = x_pad[n, g*C/groups + c, h*s_h + i*d_h, w*s_w + j*d_w]``.
+    """
+    check_float("im2col", x)
+    check_rank("im2col", x, 4, "(N, C, H, W)")
+    return _im2col(x, _conv_geometry("im2col", x.shape, kernel_size, stride, padding, dilation, groups))
+
+
+def col2im(cols, input_shape, kernel_size, stride=1, padding=0, dilation=1, groups=1):
+    """The adjoint of ``im2col``: add every row entry back to the pixel it came from.
+
+    ``cols`` is shaped like ``im2col``'s result for an input of ``input_shape`` (N, C, H, W);
+    returns an array of ``input_shape`` (an NCHW view of channels-last memory).
+    """
+    check_float("col2im", cols, "cols")
+    geometry = _conv_geometry("col2im", tuple(input_shape), kernel_size, stride, padding, dilation, groups)
+    check_same_shape("col2im", cols, geometry.cols_shape, "cols")
+    return _add_windows(_windows_of_cols(cols, geometry), geometry)
+
+
+# -- the convolution ------------------------------------------------------------------------------
+@dataclass
+class ConvCache:
+    """What ``conv2d_backward`` needs: the im2col matrix, the weight matrix, the shapes.
+
+    The backward pass reuses the ``cols`` buffer for the gradient of ``cols`` (it is not needed
+    any more once ``dW`` is computed), so a cache serves one backward pass, as in PyTorch.
+    """
+    cols: object            # (G, N*H_out*W_out, kh*kw*C/G): the big one; None once used
+    weight_matrix: object   # (G, C_out/G, kh*kw*C/G)
+    geometry: ConvGeometry
+    has_bias: bool
+
+
+def _weight_matrix(w, groups):
+    """(C_out, C/G, kh, kw) -> (G, C_out/G, kh*kw*C/G), the row order of ``cols``."""
+    C_out, C_group, kh, kw = w.shape
+    by_group = w.reshape(groups, C_out // groups, C_group, kh, kw).transpose(0, 1, 3, 4, 2)
+    return by_group.reshape(groups, C_out // groups, kh * kw * C_group)
+
+
+def _weight_from_matrix(matrix, weight_shape):
+    """The inverse of ``_weight_matrix``, as a fresh contiguous array."""
+    C_out, C_group, kh, kw = weight_shape
+    xp = get_array_module(matrix)
+    groups = matrix.shape[0]
+    by_group = matrix.reshape(groups, C_out // groups, kh, kw, C_group).transpose(0, 1, 4, 2, 3)
+    return xp.ascontiguousarray(by_group.reshape(weight_shape))
+
+
+def _check_operands(layer, x, w, b, groups):
+    check_float(layer, x)
+    check_rank(layer, x, 4, "(N, C, H, W)")
+    check_float(layer, w, "weight")
+    check_rank(layer, w, 4, "(C_out, C_in/groups, kh, kw)", "weight")
+    groups = _check_groups(layer, groups)
+    check_dim(layer, x, 1, w.shape[1] * groups, "channels")
+    if w.shape[0] % groups:
+        raise ValueError(f"{_name(layer)}: the weight's {w.shape[0]} output channels are not "
+                         f"divisible by groups={groups}")
+    if b is not None:
+        check_array(layer, b, "bias")
+        check_same_shape(layer, b, (w.shape[0],), "bias")
+    check_matching(layer, x, w, b)
+
+
+def _conv2d_forward(layer, x, w, b, stride, padding, dilation, groups):
+    _check_operands(layer, x, w, b, groups)
+    geometry = _conv_geometry(layer, x.shape, w.shape[2:], stride, padding, dilation, groups)
+    xp = get_array_module(x, w, b)
+    N, _, _, _ = x.shape
+    C_out = w.shape[0]
+    H_out, W_out = geometry.output_size
+    cols = _im2col(x, geometry)
+    weight_matrix = _weight_matrix(w, groups)
+    out = xp.matmul(cols, weight_matrix.transpose(0, 2, 1))           # (G, N*H_out*W_out, C_out/G)
+    if b is not None:
+        out += b.reshape(groups, 1, C_out // groups)
+    y_nhwc = out.transpose(1, 0, 2).reshape(N, H_out, W_out, C_out)  # a copy only when groups > 1
+    return y_nhwc.transpose(0, 3, 1, 2), ConvCache(cols, weight_matrix, geometry, b is not None)
+
+
+def conv2d_forward(x, w, b, stride=1, padding=0, dilation=1, groups=1):
+    """``y = conv2d(x, w) + b`` with PyTorch's semantics; returns ``(y, cache)``.
+
+    x: (N, C, H, W); w: (C_out, C/groups, kh, kw); b: (C_out,) or None. ``stride``, ``padding``
+    and ``dilation`` are ints or (height, width) pairs; ``padding`` may also be ``"valid"`` or
+    ``"same"`` (stride 1 only). y: (N, C_out, H_out, W_out), same dtype as x.
+    """
+    return _conv2d_forward("conv2d_forward", x, w, b, stride, padding, dilation, groups)
+
+
+def conv2d_backward(dy, cache):
+    """``(dx, dw, db)`` from ``dy = dL/dy``; ``db`` is None when the forward had no bias.
+
+    Uses up ``cache`` (its ``cols`` buffer receives the gradient of ``cols``).
+    """
+    check_array("conv2d_backward", dy, "upstream gradient")
+    geometry, weight_matrix = cache.geometry, cache.weight_matrix
+    N, C, _, _ = geometry.input_shape
+    G, C_out_group, _ = weight_matrix.shape
+    check_same_shape("conv2d_backward", dy, (N, G * C_out_group, *geometry.output_size), "upstream gradient")
+    if dy.dtype != weight_matrix.dtype:
+        raise TypeError(f"conv2d_backward: upstream gradient of dtype {dy.dtype} does not match the "
+                        f"forward's dtype {weight_matrix.dtype}")
+    cols, cache.cols = cache.cols, None
+    if cols is None:
+        raise RuntimeError("conv2d_backward: this cache was already used by a backward pass (its "
+                           "im2col buffer was reused); run conv2d_forward again")
+    xp = get_array_module(dy, cols)
+    (kh, kw), pixels = geometry.kernel, cols.shape[1]
+    # a row per output pixel, as in forward (a free view when dy is channels-last in memory)
+    dout = dy.transpose(0, 2, 3, 1).reshape(pixels, G, C_out_group).transpose(1, 0, 2)
+    dw_matrix = xp.matmul(dout.transpose(0, 2, 1), cols)               # (G, C_out/G, kh*kw*C/G)
+    # dcols = dout @ W_mat, one kernel offset at a time (a batched matmul), written over cols:
+    # each offset's gradients come out contiguous, so col2im adds long runs, not C/G-long pieces
+    weight_by_offset = weight_matrix.reshape(G, C_out_group, kh * kw, C // G).transpose(0, 2, 1, 3)
+    dcols = xp.matmul(dout[:, None], weight_by_offset, out=cols.reshape(G, kh * kw, pixels, C // G))
+    windows = dcols.reshape(G, kh, kw, N, *geometry.output_size, C // G).transpose(3, 4, 5, 1, 2, 0, 6)
+    dx = _add_windows(windows, geometry)
+    dw = _weight_from_matrix(dw_matrix, (G * C_out_group, C // G, kh, kw))
+    db = dout.sum(axis=1).reshape(G * C_out_group) if cache.has_bias else None
+    return dx, dw, db
+
+
+class Conv2d(Module):
+    """2-D convolution over an (N, C_in, H, W) input, PyTorch's ``nn.Conv2d`` (zero padding).
+
+    ``weight``: (out_channels, in_channels/groups, kh, kw); ``bias``: (out_channels,) or None.
+    Initialised like PyTorch: ``kaiming_uniform_(weight, a=sqrt(5))``, i.e. uniform in
+    ``±1/sqrt(fan_in)``, and the bias uniform in ``±1/sqrt(fan_in)``, ``fan_in = in/groups*kh*kw``.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias=True):
+        super().__init__()
+        groups = _check_groups("Conv2d", groups)
+        for what, channels in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if channels % groups:
+                raise ValueError(f"Conv2d: {what} ({channels}) must be divisible by groups ({groups})")
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size = _pair("Conv2d", kernel_size, "kernel_size", 1)
+        self.stride = _pair("Conv2d", stride, "stride", 1)
+        self.dilation = _pair("Conv2d", dilation, "dilation", 1)
+        _padding_pairs("Conv2d", padding, self.kernel_size, self.stride, self.dilation)  # validates
+        self.padding = padding if isinstance(padding, str) else _pair("Conv2d", padding, "padding", 0)
+        weight_shape = (out_channels, in_channels // groups, *self.kernel_size)
+        self.weight = Parameter(np.empty(weight_shape, dtype=np.float32))
+        if bias:
+            self.bias = Parameter(np.empty(out_channels, dtype=np.float32))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in, _ = init.calculate_fans(self.weight.shape)
+            bound = 1 / math.sqrt(fan_in)
+            init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x):
+        bias = None if self.bias is None else self.bias.data
+        y, cache = _conv2d_forward(self, x, self.weight.data, bias, self.stride, self.padding,
+                                   self.dilation, self.groups)
+        self._save_for_backward(cache)
+        return y
+
+    def backward(self, grad_output):
+        dx, dw, db = conv2d_backward(grad_output, self._saved_for_backward())
+        self.weight.accumulate_grad(dw)
+        if self.bias is not None:
+            self.bias.accumulate_grad(db)
+        return dx
+
+    def extra_repr(self):
+        text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        if self.padding != (0, 0):
+            text += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            text += f", dilation={self.dilation}"
+        if self.groups != 1:
+            text += f", groups={self.groups}"
+        if self.bias is None:
+            text += ", bias=False"
+        return text

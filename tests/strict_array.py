@@ -20,7 +20,8 @@ usually breaks on CuPy in one of a few ways, and ``StrictArray`` turns each of t
    strict arrays and a plain ndarray argument raises. Like CuPy, ``strict_xp.array`` and
    ``strict_xp.asarray`` accept host data (the explicit host-to-device copy), ufuncs refuse
    lists, reductions refuse Python sequences (``xp.prod(x.shape)`` breaks on CuPy), ufuncs
-   have no ``.at`` (banned in minires anyway: slow), and ``errstate`` does not exist.
+   have no ``.at`` (banned in minires anyway: slow), ``errstate`` does not exist, and
+   ``einsum`` takes no ``out``/``order``/``casting``.
    ``strict_xp.random`` behaves like ``cupy.random``: its draws take a ``dtype``.
 
 Results that NumPy gives as scalars (``x.sum()``) come back as 0-d strict arrays, as CuPy's
@@ -199,12 +200,16 @@ for _name in ("neg", "pos", "abs", "invert"):
 class _Function:
     """A NumPy function that takes and returns strict arrays."""
 
-    def __init__(self, func, name, array_first=False):
-        self._func, self.__name__, self._array_first = func, name, array_first
+    def __init__(self, func, name, array_first=False, unsupported_keywords=()):
+        self._func, self.__name__ = func, name
+        self._array_first, self._unsupported_keywords = array_first, set(unsupported_keywords)
 
     def __call__(self, *args, **kwargs):
         if self._array_first and args and not isinstance(args[0], StrictArray):
             raise _unsupported(args[0], self.__name__)
+        if self._unsupported_keywords & set(kwargs):
+            raise TypeError(f"{self.__name__}: CuPy does not support the keyword(s) "
+                            f"{sorted(self._unsupported_keywords & set(kwargs))}")
         return _call(self._func, args, kwargs, self.__name__)
 
 
@@ -245,6 +250,7 @@ _ARRAY_FIRST = {"sum", "prod", "mean", "var", "std", "max", "min", "amax", "amin
                 "any", "all", "cumsum", "cumprod", "reshape", "ravel", "transpose", "squeeze",
                 "expand_dims", "moveaxis", "swapaxes", "broadcast_to", "pad", "clip", "sort", "argsort"}
 _NOT_IN_CUPY = {"errstate", "seterr", "geterr"}
+_KEYWORDS_NOT_IN_CUPY = {"einsum": ("out", "order", "casting")}
 
 
 class _Namespace:
@@ -267,7 +273,7 @@ class _Namespace:
         if isinstance(value, np.ufunc):
             return _Ufunc(value, qualified)
         if callable(value) and not isinstance(value, type):  # dtypes and classes pass as they are
-            return _Function(value, qualified, array_first=name in _ARRAY_FIRST)
+            return _Function(value, qualified, name in _ARRAY_FIRST, _KEYWORDS_NOT_IN_CUPY.get(name, ()))
         return value
 
 
@@ -292,11 +298,6 @@ class _StrictNumPy(_Namespace):
 
 
 strict_xp = _StrictNumPy()
-
-
-def strict(array):
-    """Wrap an ndarray (no copy)."""
-    return StrictArray(array)
 
 
 def to_strict(module):

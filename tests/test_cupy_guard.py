@@ -3,16 +3,17 @@ what CuPy refuses, and gives the same numbers as on NumPy.
 
 First the guard itself is tested (it must refuse mixing and implicit conversion, or it guards
 nothing); then every pure function in ``minires.nn.functional``; then a small network with
-convolutions, batch norms, poolings, a residual add, a linear layer and the loss, forward and
-backward, in training and in evaluation mode.
+convolutions, batch norms, poolings, a residual add, a linear layer and the loss, and three
+small ResNets from ``minires.models``, forward and backward, in training and in evaluation
+mode: outputs, gradients and running statistics must be strict arrays equal to NumPy's.
 """
-import copy
 import inspect
 
 import numpy as np
 import pytest
 
-from minires import backend, nn
+import minires
+from minires import backend, models, nn
 from minires.nn import functional
 
 from strict_array import StrictArray, strict_xp, to_strict
@@ -55,6 +56,8 @@ def test_strict_arrays_refuse_implicit_conversion_and_numpy_functions():
         strict_xp.add.at(x, (0, 0), 1.0)
     with pytest.raises(AttributeError, match="no attribute 'errstate'"):
         strict_xp.errstate
+    with pytest.raises(TypeError, match=r"strict_xp.einsum: CuPy does not support the keyword\(s\) \['out'\]"):
+        strict_xp.einsum("ij->i", x, out=strict_xp.empty(2))
 
 
 def test_strict_arrays_behave_like_arrays_where_cupy_does():
@@ -87,27 +90,45 @@ def test_the_guard_catches_code_that_would_break_on_cupy():
 
 # -- every pure function of minires.nn.functional -------------------------------------------------
 
-def _inputs(rng, **shapes):
-    return {name: host(rng, *shape) for name, shape in shapes.items()}
+class Case:
+    """A call of one function of ``minires.nn.functional``: host inputs, and the arguments built
+    from them with an array module ``xp`` (NumPy for the reference, ``strict_xp`` for the guard)."""
+
+    def __init__(self, name, shapes, arguments, label=""):
+        self.name, self.shapes, self.arguments = name, shapes, arguments
+        self.id = f"{name}[{label}]" if label else name
 
 
-# name of a *_forward (or stand-alone) function -> arguments, built with an array module xp
-RECIPES = {
-    "relu_forward": lambda xp, a: [xp.asarray(a["x"])],
-    "linear_forward": lambda xp, a: [xp.asarray(a["x"]), xp.asarray(a["w"]), xp.asarray(a["b"])],
-    "dropout_forward": lambda xp, a: [xp.asarray(a["x"]), 0.3, True, xp.random.default_rng(0)],
-    "cross_entropy_forward": lambda xp, a: [xp.asarray(a["logits"]), xp.asarray(np.array([0, 4, 1, 1])), 0.1],
-    "softmax_cross_entropy": lambda xp, a: [xp.asarray(a["logits"]), xp.asarray(np.array([3, 0, 2, 1])), 0.2],
-    "flatten_forward": lambda xp, a: [xp.asarray(a["x"]), 1, 2],
-}
-SHAPES = {
-    "relu_forward": dict(x=(2, 3, 4, 5)),
-    "linear_forward": dict(x=(2, 3, 5), w=(4, 5), b=(4,)),
-    "dropout_forward": dict(x=(3, 4, 5)),
-    "cross_entropy_forward": dict(logits=(4, 5)),
-    "softmax_cross_entropy": dict(logits=(4, 5)),
-    "flatten_forward": dict(x=(2, 3, 2, 2)),
-}
+CASES = [
+    Case("relu_forward", dict(x=(2, 3, 4, 5)), lambda xp, a: [xp.asarray(a["x"])]),
+    Case("linear_forward", dict(x=(2, 3, 5), w=(4, 5), b=(4,)),
+         lambda xp, a: [xp.asarray(a["x"]), xp.asarray(a["w"]), xp.asarray(a["b"])]),
+    Case("dropout_forward", dict(x=(3, 4, 5)), lambda xp, a: [xp.asarray(a["x"]), 0.3, True, xp.random.default_rng(0)]),
+    Case("cross_entropy_forward", dict(logits=(4, 5)),
+         lambda xp, a: [xp.asarray(a["logits"]), xp.asarray(np.array([0, 4, 1, 1])), 0.1]),
+    Case("softmax_cross_entropy", dict(logits=(4, 5)),
+         lambda xp, a: [xp.asarray(a["logits"]), xp.asarray(np.array([3, 0, 2, 1], np.int32)), 0.2]),
+    Case("flatten_forward", dict(x=(2, 3, 2, 2)), lambda xp, a: [xp.asarray(a["x"]), 1, 2]),
+    Case("conv2d_forward", dict(x=(2, 4, 7, 8), w=(6, 4, 3, 3), b=(6,)),
+         lambda xp, a: [xp.asarray(a["x"]), xp.asarray(a["w"]), xp.asarray(a["b"]), 1, 1], "stride 1, padding 1"),
+    Case("conv2d_forward", dict(x=(2, 4, 8, 8), w=(6, 2, 3, 3), b=(6,)),
+         lambda xp, a: [xp.asarray(a["x"]), xp.asarray(a["w"]), xp.asarray(a["b"]), 2, 1, 1, 2],
+         "stride 2 on even size, groups 2"),
+    Case("conv2d_forward", dict(x=(1, 3, 9, 7), w=(4, 3, 3, 3)),
+         lambda xp, a: [xp.asarray(a["x"]), xp.asarray(a["w"]), None, 2, 2, 2], "dilation 2, no bias"),
+    Case("im2col", dict(x=(2, 4, 5, 6)), lambda xp, a: [xp.asarray(a["x"]), 3, 2, 1]),
+    Case("col2im", dict(cols=(1, 18, 36)), lambda xp, a: [xp.asarray(a["cols"]), (2, 4, 5, 6), 3, 2, 1]),
+    Case("batch_norm_forward", dict(x=(2, 3, 4, 5), gamma=(3,), beta=(3,), mean=(3,), var=(3,)),
+         lambda xp, a: [xp.asarray(a["x"]), xp.asarray(a["gamma"]), xp.asarray(a["beta"]),
+                        xp.asarray(a["mean"]), xp.asarray(np.abs(a["var"]) + 0.5), True], "training"),
+    Case("batch_norm_forward", dict(x=(2, 3, 4, 5), gamma=(3,), beta=(3,), mean=(3,), var=(3,)),
+         lambda xp, a: [xp.asarray(a["x"]), xp.asarray(a["gamma"]), xp.asarray(a["beta"]),
+                        xp.asarray(a["mean"]), xp.asarray(np.abs(a["var"]) + 0.5), False], "evaluation"),
+    Case("batch_norm_forward", dict(x=(3, 4)), lambda xp, a: [xp.asarray(a["x"]), None, None], "(N, C), no affine"),
+    Case("max_pool2d_forward", dict(x=(2, 3, 7, 8)), lambda xp, a: [xp.asarray(a["x"]), 3, 2, 1]),
+    Case("avg_pool2d_forward", dict(x=(2, 3, 7, 8)), lambda xp, a: [xp.asarray(a["x"]), 3, 2, 1]),
+    Case("adaptive_avg_pool2d_forward", dict(x=(2, 3, 7, 5)), lambda xp, a: [xp.asarray(a["x"]), (3, 2)]),
+]
 
 
 def _public_functions():
@@ -115,28 +136,119 @@ def _public_functions():
                   if inspect.isfunction(value) and not name.startswith("_") and not name.endswith("_backward"))
 
 
-def _run(name, xp, inputs, rng):
-    """Forward, then backward with a random upstream gradient: the output and every gradient."""
-    result = getattr(functional, name)(*RECIPES[name](xp, inputs))
-    if not name.endswith("_forward"):
+def test_every_functional_op_has_a_strict_array_case():
+    covered = {case.name for case in CASES}
+    missing = [name for name in _public_functions() if name not in covered]
+    assert not missing, f"add a case to the CuPy guard for minires.nn.functional.{', '.join(missing)}"
+
+
+def _run(case, xp):
+    """The function, then (for a ``*_forward``) its backward with a random upstream gradient:
+    the output and every gradient."""
+    inputs = {name: host(np.random.default_rng(0), *shape) for name, shape in case.shapes.items()}
+    result = getattr(functional, case.name)(*case.arguments(xp, inputs))
+    if not case.name.endswith("_forward"):
         return result if isinstance(result, tuple) else (result,)
     y, cache = result
-    dy = xp.asarray(rng.standard_normal(y.shape).astype(y.dtype))
-    grads = getattr(functional, name.replace("_forward", "_backward"))(dy, cache)
+    dy = xp.asarray(np.random.default_rng(1).standard_normal(y.shape).astype(y.dtype))
+    grads = getattr(functional, case.name.replace("_forward", "_backward"))(dy, cache)
     return (y, *(grads if isinstance(grads, tuple) else (grads,)))
 
 
-@pytest.mark.parametrize("name", _public_functions())
-def test_every_functional_op_runs_on_strict_arrays(name):
-    assert name in RECIPES, f"add a recipe for minires.nn.functional.{name} to the CuPy guard"
-    inputs = _inputs(np.random.default_rng(0), **SHAPES[name])
-    expected = _run(name, np, inputs, np.random.default_rng(1))
-    got = _run(name, strict_xp, inputs, np.random.default_rng(1))
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
+def test_functional_op_runs_on_strict_arrays(case):
+    expected = _run(case, np)
+    got = _run(case, strict_xp)
     assert len(got) == len(expected)
     for g, e in zip(got, expected):
         if e is None:
             assert g is None
         else:
-            assert isinstance(g, StrictArray), f"{name} returned a {type(g).__name__} for strict input"
-            assert g.dtype == e.dtype
-            np.testing.assert_allclose(g.get(), e, rtol=1e-6, atol=1e-7, err_msg=name)
+            assert isinstance(g, StrictArray), f"{case.id} returned a {type(g).__name__} for strict input"
+            assert g.dtype == e.dtype == np.float32
+            np.testing.assert_allclose(g.get(), e, rtol=1e-6, atol=1e-7, err_msg=case.id)
+
+
+# -- a small network, forward and backward -------------------------------------------------------
+
+class Residual(nn.Module):
+    """``y = x + branch(x)``: the gradient reaches x unchanged through the skip, and through the branch."""
+
+    def __init__(self, branch):
+        super().__init__()
+        self.branch = branch
+
+    def forward(self, x):
+        self._save_for_backward(None)
+        return x + self.branch(x)
+
+    def backward(self, grad_output):
+        self._saved_for_backward()
+        return grad_output + self.branch.backward(grad_output)
+
+
+def small_network():
+    """Every kind of layer a ResNet has, on odd sizes: 10x10 -> 5x5 (max pool) -> 3x3 (stride 2)."""
+    minires.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.MaxPool2d(3, stride=2, padding=1),
+        Residual(nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                               nn.Conv2d(8, 8, 3, padding=1))),
+        nn.Conv2d(8, 12, 3, stride=2, padding=1), nn.BatchNorm2d(12), nn.ReLU(),
+        nn.AvgPool2d(2, stride=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(12, 5))
+
+
+def _train_and_eval_step(model, xp, x, targets):
+    """A training step then an evaluation step, each forward and backward: (logits, loss, dx) of each."""
+    criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
+    results = []
+    for training in (True, False):
+        model.train(training)
+        logits = model(xp.asarray(x))
+        loss = criterion(logits, xp.asarray(targets))
+        dx = model.backward(criterion.backward())
+        results.append((logits, loss, dx))
+    return results
+
+
+def _check_strict_run_matches(strict_model, numpy_model, strict_results, numpy_results):
+    for strict_arrays, numpy_arrays in zip(strict_results, numpy_results):
+        for name, got, expected in zip(("logits", "loss", "input gradient"), strict_arrays, numpy_arrays):
+            assert isinstance(got, StrictArray), f"{name} is a {type(got).__name__}"
+            assert got.dtype == expected.dtype == np.float32
+            np.testing.assert_allclose(got.get(), expected, rtol=1e-5, atol=1e-6, err_msg=name)
+    numpy_state = dict(numpy_model.named_parameters())
+    for name, p in strict_model.named_parameters():
+        assert isinstance(p.data, StrictArray) and isinstance(p.grad, StrictArray), name
+        np.testing.assert_allclose(p.grad.get(), numpy_state[name].grad, rtol=1e-5, atol=1e-6, err_msg=name)
+    numpy_buffers = dict(numpy_model.named_buffers())
+    for name, buffer in strict_model.named_buffers():  # running statistics, num_batches_tracked
+        assert isinstance(buffer, StrictArray), name
+        np.testing.assert_allclose(buffer.get(), numpy_buffers[name], rtol=1e-6, err_msg=name)
+
+
+def test_small_network_trains_and_evaluates_on_strict_arrays():
+    rng = np.random.default_rng(3)
+    x, targets = host(rng, 2, 3, 10, 10), np.array([1, 4])
+    numpy_model, strict_model = small_network(), to_strict(small_network())
+    numpy_results = _train_and_eval_step(numpy_model, np, x, targets)
+    strict_results = _train_and_eval_step(strict_model, strict_xp, x, targets)
+    _check_strict_run_matches(strict_model, numpy_model, strict_results, numpy_results)
+
+
+@pytest.mark.parametrize("build,size", [
+    (lambda: models.ResNet(models.BasicBlock, [1, 1], num_classes=5, widths=(4, 8)), 16),  # 7x7 stem, max pool, 1x1 downsample
+    (lambda: models.ResNet(models.Bottleneck, [1, 1], num_classes=5, widths=(4, 8), groups=2), 16),
+    (lambda: models.cifar_resnet(8, num_classes=5, width=4), 8),  # option-A shortcuts
+], ids=["basic block", "grouped bottleneck", "cifar, shortcut A"])
+def test_resnets_train_and_evaluate_on_strict_arrays(build, size):
+    rng = np.random.default_rng(4)
+    x, targets = host(rng, 2, 3, size, size), np.array([0, 3])
+    minires.manual_seed(1)
+    numpy_model = build()
+    minires.manual_seed(1)
+    strict_model = to_strict(build())
+    numpy_results = _train_and_eval_step(numpy_model, np, x, targets)
+    strict_results = _train_and_eval_step(strict_model, strict_xp, x, targets)
+    _check_strict_run_matches(strict_model, numpy_model, strict_results, numpy_results)

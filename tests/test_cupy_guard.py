@@ -69,7 +69,8 @@ def test_strict_arrays_behave_like_arrays_where_cupy_does():
     total = x.sum()
     assert isinstance(total, StrictArray) and total.shape == ()  # CuPy reductions give 0-d arrays
     assert (x * 2.0).dtype == np.float32 and (np.float32(2) * x).dtype == np.float32  # scalars mix
-    assert isinstance(strict_xp.zeros((2, 2)), StrictArray) and isinstance(x.T.reshape(-1).astype(np.float64), StrictArray)
+    assert isinstance(strict_xp.zeros((2, 2)), StrictArray)
+    assert isinstance(x.T.reshape(-1).astype(np.float64), StrictArray)
     view = strict_xp.lib.stride_tricks.as_strided(x, shape=(2, 2), strides=x.strides)  # a view, as on CuPy
     view += 10
     x[:, 2] = strict_xp.ones(2, dtype=np.float32)
@@ -238,7 +239,8 @@ def test_small_network_trains_and_evaluates_on_strict_arrays():
 
 
 @pytest.mark.parametrize("build,size", [
-    (lambda: models.ResNet(models.BasicBlock, [1, 1], num_classes=5, widths=(4, 8)), 16),  # 7x7 stem, max pool, 1x1 downsample
+    # a 7x7 stride-2 stem, a max pool, 1x1-conv downsampling
+    (lambda: models.ResNet(models.BasicBlock, [1, 1], num_classes=5, widths=(4, 8)), 16),
     (lambda: models.ResNet(models.Bottleneck, [1, 1], num_classes=5, widths=(4, 8), groups=2), 16),
     (lambda: models.cifar_resnet(8, num_classes=5, width=4), 8),  # option-A shortcuts
 ], ids=["basic block", "grouped bottleneck", "cifar, shortcut A"])

@@ -99,7 +99,8 @@ def test_dropout_under_no_grad_still_drops_but_keeps_nothing():
 def test_dropout_bad_input():
     with pytest.raises(ValueError, match="Dropout: dropout probability has to be between 0 and 1, but got 1.5"):
         nn.Dropout(1.5)
-    with pytest.raises(ValueError, match="dropout_forward: dropout probability has to be between 0 and 1, but got -0.1"):
+    with pytest.raises(ValueError, match="dropout_forward: dropout probability has to be "
+                                         "between 0 and 1, but got -0.1"):
         dropout_forward(np.ones(3), -0.1)
     with pytest.raises(ValueError, match="dropout probability has to be between 0 and 1, but got 0.5"):
         nn.Dropout("0.5")
@@ -108,5 +109,6 @@ def test_dropout_bad_input():
     with pytest.raises(RuntimeError, match=r"Dropout\(p=0.5\): backward called before forward"):
         nn.Dropout().backward(np.ones(3))
     _, cache = dropout_forward(np.ones((2, 3)), 0.5)
-    with pytest.raises(ValueError, match=r"dropout_backward: expected upstream gradient of shape \(2, 3\), got \(3, 2\)"):
+    with pytest.raises(ValueError, match=r"dropout_backward: expected upstream gradient of "
+                                         r"shape \(2, 3\), got \(3, 2\)"):
         dropout_backward(np.ones((3, 2)), cache)

@@ -111,11 +111,13 @@ def test_linear_bad_input():
     with pytest.raises(RuntimeError, match=name + ": backward called before forward"):
         layer.backward(np.ones((2, 3), np.float32))
     layer(np.ones((2, 4), np.float32))
-    with pytest.raises(ValueError, match=r"linear_backward: expected upstream gradient of shape \(2, 3\), got \(3, 2\)"):
+    with pytest.raises(ValueError, match=r"linear_backward: expected upstream gradient of "
+                                         r"shape \(2, 3\), got \(3, 2\)"):
         layer.backward(np.ones((3, 2), np.float32))
     with pytest.raises(ValueError, match=r"linear_forward: expected bias of shape \(3,\), got \(4,\)"):
         linear_forward(np.ones((2, 4)), np.ones((3, 4)), np.ones(4))
-    with pytest.raises(ValueError, match=r"linear_forward: expected a 2-D weight \(out_features, in_features\), got shape \(3, 4, 1\)"):
+    with pytest.raises(ValueError, match=r"linear_forward: expected a 2-D weight \(out_features, "
+                                         r"in_features\), got shape \(3, 4, 1\)"):
         linear_forward(np.ones((2, 4)), np.ones((3, 4, 1)))
     with pytest.raises(ValueError, match=r"Linear: in_features must be a non-negative integer, got -1"):
         nn.Linear(-1, 3)

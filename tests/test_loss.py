@@ -106,7 +106,8 @@ def test_cross_entropy_of_an_empty_batch_is_nan_like_pytorch():
 def test_cross_entropy_bad_input():
     criterion = nn.CrossEntropyLoss()
     logits = np.zeros((2, 3), np.float32)
-    with pytest.raises(ValueError, match=r"CrossEntropyLoss\(\): expected class labels in \[0, 3\) for 3 classes, got label 3"):
+    with pytest.raises(ValueError, match=r"CrossEntropyLoss\(\): expected class labels in "
+                                         r"\[0, 3\) for 3 classes, got label 3"):
         criterion(logits, np.array([0, 3]))
     with pytest.raises(ValueError, match=r"CrossEntropyLoss\(\): expected class labels in \[0, 3\).*got label -1"):
         criterion(logits, np.array([-1, 0]))
@@ -114,18 +115,22 @@ def test_cross_entropy_bad_input():
         criterion(logits, np.array([0.0, 1.0]))
     with pytest.raises(ValueError, match=r"CrossEntropyLoss\(\): expected a 1-D targets \(N,\), got shape \(2, 1\)"):
         criterion(logits, np.zeros((2, 1), np.int64))
-    with pytest.raises(ValueError, match=r"expected targets \(one label per row of logits\) of shape \(2,\), got \(3,\)"):
+    with pytest.raises(ValueError, match=r"expected targets \(one label per row of "
+                                         r"logits\) of shape \(2,\), got \(3,\)"):
         criterion(logits, np.zeros(3, np.int64))
-    with pytest.raises(ValueError, match=r"CrossEntropyLoss\(\): expected a 2-D logits \(N, C\), got shape \(2, 3, 1\)"):
+    with pytest.raises(ValueError, match=r"CrossEntropyLoss\(\): expected a 2-D logits "
+                                         r"\(N, C\), got shape \(2, 3, 1\)"):
         criterion(np.zeros((2, 3, 1), np.float32), np.zeros(2, np.int64))
     with pytest.raises(TypeError, match=r"CrossEntropyLoss\(\): expected a floating-point logits.*int64"):
         criterion(np.zeros((2, 3), np.int64), np.zeros(2, np.int64))
     with pytest.raises(ValueError, match=r"CrossEntropyLoss: label_smoothing must be between 0.0 and 1.0, got 1.5"):
         nn.CrossEntropyLoss(label_smoothing=1.5)
-    with pytest.raises(ValueError, match=r"cross_entropy_forward: label_smoothing must be between 0.0 and 1.0, got -0.1"):
+    with pytest.raises(ValueError, match=r"cross_entropy_forward: label_smoothing must be "
+                                         r"between 0.0 and 1.0, got -0.1"):
         cross_entropy_forward(logits, np.zeros(2, np.int64), label_smoothing=-0.1)
     with pytest.raises(RuntimeError, match=r"CrossEntropyLoss\(label_smoothing=0.1\): backward called before forward"):
         nn.CrossEntropyLoss(label_smoothing=0.1).backward()
     _, cache = cross_entropy_forward(logits, np.zeros(2, np.int64))
-    with pytest.raises(ValueError, match=r"cross_entropy_backward: expected a scalar upstream gradient.*got shape \(2,\)"):
+    with pytest.raises(ValueError, match=r"cross_entropy_backward: expected a scalar "
+                                         r"upstream gradient.*got shape \(2,\)"):
         cross_entropy_backward(np.ones(2), cache)

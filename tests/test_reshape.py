@@ -60,10 +60,12 @@ def test_flatten_bad_input():
     with pytest.raises(ValueError, match=r"flatten_forward: start_dim \(2\) cannot come after end_dim \(1\) "
                                          r"for an input of shape \(5, 3, 2\)"):
         flatten_forward(np.ones((5, 3, 2)), 2, 1)
-    with pytest.raises(TypeError, match=r"Flatten\(start_dim=1, end_dim=-1\): expected the input to be a NumPy or CuPy array, got builtins.list"):
+    with pytest.raises(TypeError, match=r"Flatten\(start_dim=1, end_dim=-1\): expected the input to "
+                                        r"be a NumPy or CuPy array, got builtins.list"):
         nn.Flatten()([[1, 2]])
     with pytest.raises(RuntimeError, match=r"Flatten\(start_dim=1, end_dim=-1\): backward called before forward"):
         nn.Flatten().backward(np.ones((2, 6)))
     _, cache = flatten_forward(np.ones((2, 3, 2)))
-    with pytest.raises(ValueError, match=r"flatten_backward: expected upstream gradient of shape \(2, 6\), got \(6, 2\)"):
+    with pytest.raises(ValueError, match=r"flatten_backward: expected upstream gradient of "
+                                         r"shape \(2, 6\), got \(6, 2\)"):
         flatten_backward(np.ones((6, 2)), cache)

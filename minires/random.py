@@ -7,13 +7,18 @@ its input (see ``nn/dropout.py``).
 """
 import numpy as np
 
+from .backend import cupy_available
+
 _generator = np.random.default_rng()
 
 
 def manual_seed(seed):
-    """Reseed the global generator; returns it."""
+    """Reseed the global generator (and CuPy's, which draws dropout masks on a GPU); returns it."""
     global _generator
     _generator = np.random.default_rng(seed)
+    if cupy_available():
+        import cupy
+        cupy.random.seed(seed)
     return _generator
 
 

@@ -124,7 +124,3 @@ class CrossEntropyLoss(Module):
     def extra_repr(self):
         return f"label_smoothing={self.label_smoothing}" if self.label_smoothing else ""
 
-
-# Module wraps ``backward(self, grad_output)`` to run backward hooks; give the wrapper our
-# default too, so that ``criterion.backward()`` means dloss = 1.
-CrossEntropyLoss.backward.__defaults__ = (1.0,)

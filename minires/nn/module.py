@@ -8,6 +8,7 @@ children's backward in the reverse order of their forward: the chain rule, writt
 
 Names, ``state_dict`` keys and hooks follow PyTorch, so that weights map one to one.
 """
+import functools
 import itertools
 from collections import OrderedDict, namedtuple
 
@@ -79,22 +80,22 @@ _EMPTY = object()  # no forward since the last backward
 def _with_backward_hooks(backward):
     """Wrap a subclass's ``backward`` so that backward hooks run after the outermost call."""
 
-    def wrapped(self, grad_output):
+    @functools.wraps(backward)
+    def wrapped(self, *args, **kwargs):
         if self._in_backward:  # a super().backward(...) call inside a subclass's backward
-            return backward(self, grad_output)
+            return backward(self, *args, **kwargs)
         self._in_backward = True
         try:
-            grad_input = backward(self, grad_output)
+            grad_input = backward(self, *args, **kwargs)
         finally:
             self._in_backward = False
+        grad_output = args[0] if args else next(iter(kwargs.values()), None)
         for hook in list(self._backward_hooks.values()):
             replaced = hook(self, grad_input, grad_output)
             if replaced is not None:
                 grad_input = replaced
         return grad_input
 
-    wrapped.__name__, wrapped.__doc__ = backward.__name__, backward.__doc__
-    wrapped.__qualname__ = backward.__qualname__
     return wrapped
 
 

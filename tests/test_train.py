@@ -67,14 +67,14 @@ def test_two_epochs_equal_one_plus_resume_plus_one(tmp_path):
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     model, _ = run(1, tmp_path)
     checkpoint = (tmp_path / train.CHECKPOINT_NAME).read_bytes()
-    model.fc.weight.data[...] = np.nan
+    model[-1].weight.data[...] = np.nan
     opt = optim.SGD(model.parameters(), lr=0.1)
     train_loader, _ = loaders()
-    before = {k: v.copy() for k, v in model.state_dict().items()}
+    before = {name: p.data.copy() for name, p in model.named_parameters()}
     with pytest.raises(train.NonFiniteLossError, match="loss became nan at batch 0"):
         train.train_one_epoch(model, train_loader, nn.CrossEntropyLoss(), opt, progress=False)
-    for name, value in model.state_dict().items():
-        np.testing.assert_array_equal(value, before[name], err_msg=name)  # weights untouched
+    for name, p in model.named_parameters():  # no update (running statistics move in forward, as in PyTorch)
+        np.testing.assert_array_equal(p.data, before[name], err_msg=name)
     assert (tmp_path / train.CHECKPOINT_NAME).read_bytes() == checkpoint
 
 
@@ -89,7 +89,7 @@ def test_evaluate_confusion_matrix_counts_every_image():
 def test_checkpoint_restores_optimizer_and_random_state(tmp_path):
     model, _ = run(1, tmp_path)
     fresh = tiny_cnn()
-    opt = optim.SGD(fresh.parameters(), lr=0.05, momentum=0.9, nesterov=True)
+    opt = optim.SGD(optim.weight_decay_groups(fresh, 5e-4), lr=0.05, momentum=0.9, nesterov=True)
     minires.manual_seed(123)
     epoch, history = train.load_checkpoint(tmp_path / train.CHECKPOINT_NAME, fresh, opt)
     assert epoch == 0 and len(history) == 1

@@ -26,4 +26,22 @@ def all_cases():
                              _x(1, 4, 7, 5)),
         lambda: check_module(nn.Conv2d(4, 8, 1, stride=2, bias=False), _x(2, 4, 6, 6)),
         lambda: check_module(nn.Conv2d(3, 3, (2, 3), padding="same", groups=3), _x(2, 3, 5, 4)),
+        lambda: check_module(nn.BatchNorm2d(3), _x(4, 3, 3, 2, seed=5) * 2 + 1),  # seed 0 is gradcheck's dy
+        lambda: check_module(nn.BatchNorm2d(3, momentum=None, affine=False), _x(2, 3, 2, 3, seed=1)),
+        lambda: check_module(nn.BatchNorm1d(3), _x(5, 3, seed=2)),
+        lambda: check_function(nn.functional.batch_norm_forward, nn.functional.batch_norm_backward,
+                               [_x(3, 4, 2, 3, seed=5), _x(4, seed=1), _x(4, seed=2)], names=["x", "gamma", "beta"],
+                               title="batch_norm_forward (training, random gamma and beta)"),
+        lambda: check_function(lambda x, g, b: nn.functional.batch_norm_forward(
+                                   x, g, b, _x(4, seed=3), _x(4, seed=4) ** 2 + 0.5, training=False),
+                               nn.functional.batch_norm_backward,
+                               [_x(3, 4, 2, 3, seed=5), _x(4, seed=1), _x(4, seed=2)],
+                               names=["x", "gamma", "beta"], title="batch_norm_forward (eval, running statistics)"),
+        lambda: check_module(nn.MaxPool2d(3, stride=2, padding=1), _x(2, 2, 7, 6)),
+        lambda: check_module(nn.MaxPool2d(2, stride=1, padding=1, dilation=2, ceil_mode=True), _x(1, 2, 5, 6)),
+        lambda: check_module(nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True, count_include_pad=False),
+                             _x(2, 2, 6, 7)),
+        lambda: check_module(nn.AvgPool2d(2, stride=1), _x(1, 3, 4, 5)),
+        lambda: check_module(nn.AdaptiveAvgPool2d((3, 4)), _x(2, 2, 7, 6)),
+        lambda: check_module(nn.AdaptiveAvgPool2d(1), _x(2, 3, 4, 5)),
     ]

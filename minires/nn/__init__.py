@@ -8,3 +8,5 @@ from .dropout import Dropout
 from .loss import CrossEntropyLoss
 from .reshape import Flatten, Identity
 from .conv import Conv2d
+from .norm import BatchNorm1d, BatchNorm2d
+from .pool import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d

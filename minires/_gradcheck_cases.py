@@ -2,6 +2,7 @@
 import numpy as np
 
 from . import nn
+from .models import resnet
 from .gradcheck import check_function, check_module
 
 
@@ -44,4 +45,16 @@ def all_cases():
         lambda: check_module(nn.AvgPool2d(2, stride=1), _x(1, 3, 4, 5)),
         lambda: check_module(nn.AdaptiveAvgPool2d((3, 4)), _x(2, 2, 7, 6)),
         lambda: check_module(nn.AdaptiveAvgPool2d(1), _x(2, 3, 4, 5)),
+        lambda: check_module(nn.Identity(), _x(2, 3)),
+        lambda: check_module(resnet.BasicBlock(4, 4), _x(2, 4, 5, 5, seed=3), title="BasicBlock (identity shortcut)"),
+        lambda: check_module(resnet.BasicBlock(3, 4, 2, resnet.make_shortcut("B", 3, 4, 2)), _x(2, 3, 6, 6, seed=3),
+                             title="BasicBlock (stride 2, projection shortcut B)"),
+        lambda: check_module(resnet.BasicBlock(3, 6, 2, resnet.make_shortcut("A", 3, 6, 2)), _x(2, 3, 5, 5, seed=3),
+                             title="BasicBlock (stride 2, zero-padding shortcut A)"),
+        lambda: check_module(resnet.BasicBlock(4, 4, residual=False), _x(2, 4, 5, 5, seed=3),
+                             title="BasicBlock (plain: no skip connection)"),
+        lambda: check_module(resnet.Bottleneck(8, 2), _x(2, 8, 4, 4, seed=3), title="Bottleneck (identity shortcut)"),
+        lambda: check_module(resnet.Bottleneck(4, 4, 2, resnet.make_shortcut("B", 4, 16, 2), groups=2, base_width=32),
+                             _x(2, 4, 5, 5, seed=3), title="Bottleneck (stride 2, groups 2, projection shortcut)"),
+        lambda: check_module(resnet.ShortcutA(3, 6, 2), _x(2, 3, 5, 4, seed=3)),
     ]

@@ -12,41 +12,12 @@ import pytest
 import torch
 
 import minires
+from cifar_files import BATCH_FILES, CLASSES, PER_BATCH, dump_pickle, make_cifar_folder
 from minires.data import (CIFAR10, CIFAR10_MEAN, CIFAR10_STD, ArrayDataset, Compose, DataLoader,
                           DatasetCorruptError, DatasetNotFoundError, DownloadError, Normalize,
                           RandomCrop, RandomHorizontalFlip, Subset, ToFloat)
 
 REAL_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
-CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-BATCH_FILES = ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
-               "test_batch"]
-PER_BATCH = 4  # images per tiny batch file
-
-
-# --- tiny CIFAR-10 folders in the real format ------------------------------------------------
-
-def _dump(path, obj):
-    with open(path, "wb") as f:
-        pickle.dump(obj, f, protocol=2)  # like the originals: protocol 2, bytes keys
-
-
-def make_cifar_folder(root, seed=0):
-    """Write a CIFAR-10 folder with PER_BATCH images per batch; returns {file: (rows, labels)}."""
-    folder = Path(root) / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(seed)
-    contents = {}
-    for k, name in enumerate(BATCH_FILES):
-        rows = rng.integers(0, 256, size=(PER_BATCH, 3072), dtype=np.uint8)
-        labels = [(k + 3 * i) % 10 for i in range(PER_BATCH)]
-        _dump(folder / name, {b"batch_label": f"batch {name}".encode(), b"labels": labels,
-                              b"data": rows,
-                              b"filenames": [f"{name}_{i}.png".encode() for i in range(PER_BATCH)]})
-        contents[name] = (rows, labels)
-    _dump(folder / "batches.meta", {b"num_cases_per_batch": PER_BATCH, b"num_vis": 3072,
-                                    b"label_names": [c.encode() for c in CLASSES]})
-    return contents
-
 
 @pytest.fixture
 def cifar_root(tmp_path):
@@ -125,14 +96,14 @@ def test_truncated_pickle_is_corrupt(cifar_root):
 ])
 def test_wrong_contents_are_corrupt(cifar_root, batch, problem):
     root, _ = cifar_root
-    _dump(root / "cifar-10-batches-py" / "data_batch_5", batch)
+    dump_pickle(root / "cifar-10-batches-py" / "data_batch_5", batch)
     with pytest.raises(DatasetCorruptError, match=r"data_batch_5 is corrupt: .*" + problem):
         CIFAR10(root)
 
 
 def test_bad_meta_is_corrupt(cifar_root):
     root, _ = cifar_root
-    _dump(root / "cifar-10-batches-py" / "batches.meta", {b"label_names": [b"cat"]})
+    dump_pickle(root / "cifar-10-batches-py" / "batches.meta", {b"label_names": [b"cat"]})
     with pytest.raises(DatasetCorruptError, match=r"batches\.meta is corrupt: expected 10"):
         CIFAR10(root)
 
@@ -150,7 +121,7 @@ class _Payload:
 def test_reader_refuses_code_in_pickles(cifar_root, tmp_path):
     root, _ = cifar_root
     marker = tmp_path / "payload_ran"
-    _dump(root / "cifar-10-batches-py" / "test_batch", {b"data": _Payload(marker)})
+    dump_pickle(root / "cifar-10-batches-py" / "test_batch", {b"data": _Payload(marker)})
     with pytest.raises(DatasetCorruptError, match=r"mkdir is not allowed"):
         CIFAR10(root, train=False)
     assert not marker.exists()

@@ -1,0 +1,132 @@
+"""minires.inspect: per-layer norms, the shortcut/branch split of each residual block, hooks removed."""
+import numpy as np
+import pytest
+
+import minires
+from minires import models, nn
+from minires.inspect import GradientFlow, array_norm, record_gradient_flow
+from minires.models.resnet import BasicBlock, Bottleneck, ResNet
+
+
+def tiny_resnet(residual=True, shortcut="A", block=BasicBlock, layers=(2, 2), widths=(4, 8)):
+    minires.manual_seed(0)
+    return ResNet(block, list(layers), num_classes=3, residual=residual, widths=widths, stem="cifar",
+                  shortcut=shortcut).double()
+
+
+def batch(xp, n=2, size=6, seed=0):
+    rng = np.random.default_rng(seed)
+    return xp.asarray(rng.standard_normal((n, 3, size, size))), xp.asarray(rng.integers(0, 3, size=n))
+
+
+def all_hooks(model):
+    return [h for m in model.modules() for h in (*m._forward_hooks.values(), *m._backward_hooks.values())]
+
+
+@pytest.mark.parametrize("shortcut,block", [("A", BasicBlock), ("B", BasicBlock), ("B", Bottleneck)])
+def test_block_input_gradient_is_shortcut_part_plus_branch_part_exactly(xp, shortcut, block):
+    model = tiny_resnet(shortcut=shortcut, block=block, layers=(2,), widths=(4,)) if block is Bottleneck \
+        else tiny_resnet(shortcut=shortcut)
+    model.to("cpu" if xp is np else "cuda")
+    flow = record_gradient_flow(model, *batch(xp), keep_gradients=True)
+    kinds = {stats.shortcut for stats in flow.blocks}
+    assert "identity" in kinds and kinds - {"identity"}  # both kinds of block are covered
+    for stats in flow.blocks:
+        parts = stats.gradients
+        assert (parts["input"] == parts["branch"] + parts["shortcut"]).all(), stats.name
+        assert stats.input_grad_norm == array_norm(parts["input"])
+        assert stats.branch_norm == array_norm(parts["branch"]) > 0
+        assert stats.shortcut_norm == array_norm(parts["shortcut"]) > 0
+        assert stats.ratio == stats.shortcut_norm / stats.branch_norm
+        assert 0 < stats.shortcut_share < 1
+        assert all(isinstance(v, float) for v in (stats.input_grad_norm, stats.branch_norm, stats.shortcut_norm))
+
+
+def test_identity_shortcut_part_is_the_gradient_at_the_add():
+    model = tiny_resnet()
+    block = model.layer1[1]
+    at_add = {}
+    block.relu2.register_backward_hook(lambda m, grad_input, grad_output: at_add.setdefault("g", grad_input.copy()))
+    flow = record_gradient_flow(model, *batch(np), keep_gradients=True)
+    stats = {s.name: s for s in flow.blocks}["layer1.1"]
+    assert stats.shortcut == "identity"
+    np.testing.assert_array_equal(stats.gradients["shortcut"], at_add["g"])
+
+
+def test_plain_blocks_have_no_shortcut_part():
+    flow = record_gradient_flow(tiny_resnet(residual=False), *batch(np), keep_gradients=True)
+    assert len(flow.blocks) == 4
+    for stats in flow.blocks:
+        assert stats.shortcut == "none" and not stats.residual
+        assert stats.shortcut_norm == 0.0 and stats.shortcut_share == 0.0 and stats.ratio == 0.0
+        np.testing.assert_array_equal(stats.gradients["input"], stats.gradients["branch"])
+        assert stats.input_grad_norm == stats.branch_norm > 0
+
+
+def test_per_layer_norms_equal_norms_computed_by_hand():
+    rng = np.random.default_rng(1)
+    model = nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 3)).double()
+    x, targets = rng.standard_normal((6, 5)), np.array([0, 2, 1, 1, 0, 2])
+    (w1, b1), (w2, b2) = [(layer.weight.data, layer.bias.data) for layer in (model[0], model[2])]
+    # forward and backward by hand
+    h = x @ w1.T + b1
+    a = np.maximum(h, 0)
+    z = a @ w2.T + b2
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    dz = (p - np.eye(3)[targets]) / len(targets)
+    da = dz @ w2
+    dh = da * (h > 0)
+    dx = dh @ w1
+
+    flow = record_gradient_flow(model, x, targets)
+    assert [s.name for s in flow.layers] == ["0", "1", "2"]
+    assert [s.kind for s in flow.layers] == ["Linear", "ReLU", "Linear"]
+    expected = [(h, dh, dx), (a, da, dh), (z, dz, da)]
+    for stats, (activation, grad, grad_input) in zip(flow.layers, expected):
+        assert stats.activation_norm == pytest.approx(np.linalg.norm(activation), rel=1e-12)
+        assert stats.grad_norm == pytest.approx(np.linalg.norm(grad), rel=1e-12)
+        assert stats.grad_input_norm == pytest.approx(np.linalg.norm(grad_input), rel=1e-12)
+    assert flow.loss == pytest.approx(-np.mean(np.log(p[np.arange(6), targets])), rel=1e-12)
+    assert flow.blocks == []
+
+
+def test_hooks_are_removed_afterwards_even_after_an_error():
+    model = tiny_resnet()
+    x, targets = batch(np)
+    with GradientFlow(model) as flow:
+        assert len(all_hooks(model)) > 0
+        model(x)
+    assert all_hooks(model) == []
+    assert flow.layers[0].activation_norm > 0 and np.isnan(flow.layers[0].grad_norm)  # no backward ran
+    with pytest.raises(ValueError, match="Conv2d"):
+        with GradientFlow(model):
+            model(x[:, :2])  # wrong channel count
+    assert all_hooks(model) == []
+    record_gradient_flow(model, x, targets)
+    assert all_hooks(model) == []
+
+
+def test_record_gradient_flow_leaves_the_model_as_it_was():
+    model = tiny_resnet()
+    x, targets = batch(np)
+    model.fc.weight.grad = np.full(model.fc.weight.shape, 7.0)
+    before = {name: value.copy() for name, value in model.state_dict().items()}
+    flow = record_gradient_flow(model, x, targets)
+    assert flow.layers and flow.blocks
+    assert (model.fc.weight.grad == 7.0).all()
+    assert all(p.grad is None for name, p in model.named_parameters() if name != "fc.weight")
+    for name, value in model.state_dict().items():  # weights and running statistics
+        np.testing.assert_array_equal(value, before[name], err_msg=name)
+
+
+def test_float32_model_gives_python_floats_and_a_table():
+    minires.manual_seed(0)
+    model = models.resnet20(width=4)
+    x, targets = batch(np, size=8)
+    flow = record_gradient_flow(model, x.astype(np.float32), targets)
+    assert len(flow.layers) == len([m for m in model.modules() if next(m.children(), None) is None])
+    assert all(type(s.grad_norm) is float and s.grad_norm > 0 for s in flow.layers)
+    assert len(flow.blocks) == 9
+    text = flow.table()
+    assert "layer3.2" in text and "ShortcutA" in text and "identity" in text

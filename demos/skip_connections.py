@@ -1,0 +1,193 @@
+"""Skip connections and the gradient: plain nets next to ResNets, at initialisation and after training.
+
+    python demos/skip_connections.py                            # ResNet-20/56/110 and plain twins
+    python demos/skip_connections.py --depths 20 56 --steps 60  # fewer nets, longer training
+    python demos/skip_connections.py --synthetic                # stand-in images, no CIFAR-10 needed
+
+For each network, one forward and backward pass on a fixed batch of test images with
+``minires.inspect.record_gradient_flow`` listening, at initialisation; then ``--steps`` SGD steps
+on CIFAR-10 training images; then the same measurement again. Writes into ``--out``:
+
+  gradient_per_layer.png   ||dL/d(output)|| of every conv and linear layer, from the output
+                           (left) to the input (right): the gradient on its way back, log scale
+  shortcut_share.png       for each residual block, the share of the gradient reaching its input
+                           that came through the shortcut: ||S|| / (||S|| + ||F||)
+
+and prints a table. In a plain net the gradient passes through every layer's Jacobian, and its
+norm changes geometrically with depth (by orders of magnitude over 56 or 110 layers); in a
+ResNet each block adds the shortcut's copy of the incoming gradient to the branch's, and the norm
+changes slowly.
+"""
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+import study_common  # also puts the checkout on sys.path
+import minires
+from minires import data, optim, train
+from minires.backend import to_device
+from minires.inspect import record_gradient_flow
+from minires.io import atomic_write
+
+WEIGHTED_LAYERS = ("Conv2d", "Linear")
+DEPTH_COLOURS = {20: "tab:blue", 32: "tab:purple", 44: "tab:brown", 56: "tab:orange", 110: "tab:green"}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--depths", type=int, nargs="+", default=[20, 56, 110], help="depths 6n+2")
+    p.add_argument("--steps", type=int, default=10, help="SGD steps of the short training (0: none)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=0.02)
+    p.add_argument("--probe", type=int, default=32, help="test images in the measured batch")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (CuPy)")
+    p.add_argument("--out", default="runs/skip_connections", help="folder for the PNGs")
+    study_common.add_data_arguments(p)
+    return p.parse_args(argv)
+
+
+def measure(model, x, y):
+    """Loss, per-layer gradient norms (output first) and per-block shortcut shares (output first)."""
+    flow = record_gradient_flow(model, x, y)
+    layers = [s for s in flow.layers if s.kind in WEIGHTED_LAYERS and "downsample" not in s.name]
+    return {"loss": flow.loss,
+            "layer_grads": [s.grad_norm for s in reversed(layers)],
+            "shares": [b.shortcut_share for b in reversed(flow.blocks)]}
+
+
+def train_briefly(model, train_set, args):
+    """``--steps`` steps of SGD with momentum; returns the last loss (NaN if it diverged)."""
+    loader = data.DataLoader(train_set, args.batch_size, shuffle=True, drop_last=True,
+                             transform=study_common.NORMALIZE, seed=args.seed)
+    optimizer = optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
+    try:
+        result = train.train_one_epoch(model, loader, train.CrossEntropyLoss(), optimizer,
+                                       device=args.device, progress=False)
+    except train.NonFiniteLossError:
+        return float("nan")
+    return result["loss"]
+
+
+def run(depth, residual, probe, train_set, args):
+    minires.manual_seed(args.seed)
+    model = study_common.build_model(depth, residual).to(args.device)
+    start = time.perf_counter()
+    row = {"name": study_common.model_name(depth, residual), "depth": depth, "residual": residual,
+           "init": measure(model, *probe)}
+    if args.steps:
+        row["train_loss"] = train_briefly(model, train_set, args)
+        row["trained"] = measure(model, *probe)
+    row["seconds"] = time.perf_counter() - start
+    return row
+
+
+# -- pictures ------------------------------------------------------------------------------------
+def _panels(rows, steps):
+    stages = [("init", "at initialisation")] + ([("trained", f"after {steps} SGD steps")] if steps else [])
+    figure = Figure(figsize=(6.2 * len(stages), 4.6))
+    axes = figure.subplots(1, len(stages), sharey=True, squeeze=False)[0]
+    return figure, list(zip(axes, stages))
+
+
+def _style(row):
+    return {"color": DEPTH_COLOURS.get(row["depth"], "tab:gray"), "linestyle": "-" if row["residual"] else "--",
+            "linewidth": 1.6 if row["residual"] else 1.2, "label": row["name"]}
+
+
+def _save(figure, path):
+    FigureCanvasAgg(figure)
+    with atomic_write(path) as f:
+        figure.savefig(f, format="png", dpi=100, bbox_inches="tight")
+
+
+def plot_gradients(rows, steps, path, source):
+    figure, panels = _panels(rows, steps)
+    for axes, (stage, title) in panels:
+        for row in rows:
+            grads = row[stage]["layer_grads"]
+            axes.semilogy(range(len(grads)), grads, **_style(row))
+        axes.set(title=title, xlabel="weighted layers below the output (0 = the classifier)")
+        axes.grid(alpha=0.3, which="both")
+    panels[0][0].set_ylabel("||dL / d(layer output)||")
+    panels[0][0].legend(fontsize=8, ncol=2)
+    figure.suptitle(f"The gradient on its way back, from the output (left) to the input (right); "
+                    f"solid: ResNet, dashed: plain  ({source})", fontsize=10)
+    _save(figure, path)
+
+
+def plot_shares(rows, steps, path, source):
+    figure, panels = _panels(rows, steps)
+    for axes, (stage, title) in panels:
+        for row in rows:
+            shares = row[stage]["shares"]
+            axes.plot(range(len(shares)), shares, marker="." if row["residual"] and len(shares) < 30 else None,
+                      **_style(row))
+        axes.axhline(0.5, color="black", linewidth=0.6, linestyle=":")
+        axes.set(title=title, xlabel="residual blocks below the output (0 = the last block)", ylim=(-0.03, 1.03))
+        axes.grid(alpha=0.3)
+    panels[0][0].set_ylabel("||shortcut part|| / (||shortcut|| + ||branch||)")
+    panels[0][0].legend(fontsize=8, ncol=2)
+    figure.suptitle("Where the gradient reaching each block's input came from: 1 = all through the shortcut, "
+                    f"0 = all through the branch (plain nets: 0)  ({source})", fontsize=10)
+    _save(figure, path)
+
+
+# -- the table -----------------------------------------------------------------------------------
+def _growth(measurement):
+    """||gradient at the first layer|| / ||gradient at the classifier||."""
+    return measurement["layer_grads"][-1] / measurement["layer_grads"][0]
+
+
+def _mean_share(measurement):
+    shares = measurement["shares"]
+    return float(np.mean(shares)) if shares else float("nan")
+
+
+def table(rows, steps):
+    header = f"{'model':<12}{'loss':>8}{'in/out':>10}{'shortcut':>10}"
+    if steps:
+        header += f"  | {'train loss':>10}{'loss':>8}{'in/out':>10}{'shortcut':>10}"
+    lines = [f"{'':<12}{'--- at initialisation ---':>36}" + (f"  | {f'--- after {steps} steps ---':>38}" if steps else ""),
+             header + f"{'seconds':>9}"]
+    for row in rows:
+        line = f"{row['name']:<12}{row['init']['loss']:>8.3f}{_growth(row['init']):>10.3g}{_mean_share(row['init']):>10.2f}"
+        if steps:
+            trained = row["trained"]
+            line += (f"  | {row['train_loss']:>10.3f}{trained['loss']:>8.3f}{_growth(trained):>10.3g}"
+                     f"{_mean_share(trained):>10.2f}")
+        lines.append(line + f"{row['seconds']:>9.1f}")
+    lines.append("in/out: ||gradient at the first conv|| / ||gradient at the classifier||; "
+                 "shortcut: mean shortcut share over the blocks")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    start = time.perf_counter()
+    train_set, test_set, source = study_common.load_cifar(args, max(args.steps, 1) * args.batch_size, args.probe)
+    probe = (to_device(study_common.NORMALIZE(test_set.data[:args.probe], None), args.device),
+             to_device(test_set.targets[:args.probe], args.device))
+    print(f"{source}: measuring on {args.probe} test images, training {args.steps} steps of "
+          f"{args.batch_size} images (lr {args.lr}) on {args.device}", flush=True)
+    rows = []
+    for depth in args.depths:
+        for residual in (False, True):
+            rows.append(run(depth, residual, probe, train_set, args))
+            print(f"  {rows[-1]['name']}: {rows[-1]['seconds']:.1f} s", flush=True)
+    out = Path(args.out)
+    plot_gradients(rows, args.steps, out / "gradient_per_layer.png", source)
+    plot_shares(rows, args.steps, out / "shortcut_share.png", source)
+    print(table(rows, args.steps))
+    print(f"wrote {out / 'gradient_per_layer.png'} and {out / 'shortcut_share.png'} "
+          f"in {time.perf_counter() - start:.0f} s")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Smoke runs of the study demos (skip_connections.py, degradation.py) on tiny synthetic data."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "demos"))
+
+import degradation  # noqa: E402
+import skip_connections  # noqa: E402
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_skip_connections_smoke_run(tmp_path, capsys):
+    rows = skip_connections.main(["--synthetic", "--depths", "8", "14", "--steps", "2", "--batch-size", "4",
+                                  "--probe", "4", "--out", str(tmp_path)])
+    assert [row["name"] for row in rows] == ["plain-8", "ResNet-8", "plain-14", "ResNet-14"]
+    for row in rows:
+        for stage in ("init", "trained"):
+            measurement = row[stage]
+            assert len(measurement["layer_grads"]) == row["depth"]  # every conv and the classifier
+            assert len(measurement["shares"]) == (row["depth"] - 2) // 2
+            if row["residual"]:
+                assert all(0 < share < 1 for share in measurement["shares"])
+            else:
+                assert all(share == 0 for share in measurement["shares"])
+    for name in ("gradient_per_layer.png", "shortcut_share.png"):
+        assert (tmp_path / name).read_bytes().startswith(PNG_MAGIC)
+    out = capsys.readouterr().out
+    assert "plain-14" in out and "in/out" in out and "after 2 steps" in out
+
+
+def test_degradation_smoke_run(tmp_path, capsys):
+    runs = degradation.main(["--synthetic", "--depths", "8", "--steps", "4", "--eval-every", "2",
+                             "--batch-size", "4", "--subset", "16", "--test-size", "8", "--out", str(tmp_path)])
+    assert [run["name"] for run in runs] == ["plain-8", "ResNet-8"]
+    assert all([p["step"] for p in run["points"]] == [2, 4] for run in runs)
+    assert all(0 <= p["train_error"] <= 100 and 0 <= p["test_error"] <= 100 for run in runs for p in run["points"])
+    assert (tmp_path / "degradation.png").read_bytes().startswith(PNG_MAGIC)
+    saved = json.loads((tmp_path / "degradation.json").read_text())
+    assert saved["runs"] == runs and saved["config"]["steps"] == 4
+    assert "final test error" in capsys.readouterr().out
+
+
+def test_degradation_presets_and_explicit_flags():
+    args = degradation.parse_args(["--paper", "--steps", "100", "--eval-every", "10"])
+    assert (args.depths, args.batch_size, args.lr, args.steps) == ([20, 32, 44, 56], 128, 0.1, 100)
+    assert degradation.parse_args([]).preset == "quick"
+    with pytest.raises(SystemExit):
+        degradation.parse_args(["--steps", "10", "--eval-every", "20"])
+
+
+def test_missing_dataset_gives_a_clear_message(tmp_path):
+    with pytest.raises(SystemExit, match="(?s)CIFAR-10 is not available.*--synthetic"):
+        skip_connections.main(["--data-dir", str(tmp_path), "--out", str(tmp_path)])

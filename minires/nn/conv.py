@@ -333,7 +333,9 @@ def conv2d_backward(dy, cache):
     (kh, kw), pixels = geometry.kernel, cols.shape[1]
     # a row per output pixel, as in forward (a free view when dy is channels-last in memory)
     dout = dy.transpose(0, 2, 3, 1).reshape(pixels, G, C_out_group).transpose(1, 0, 2)
-    dw_matrix = xp.matmul(dout.transpose(0, 2, 1), cols)               # (G, C_out/G, kh*kw*C/G)
+    # dW_mat = dYᵀ @ cols, computed as (colsᵀ @ dY)ᵀ: OpenBLAS runs this orientation of the long
+    # (N*H_out*W_out) contraction steadily; the other one stalls by seconds when the cores are busy
+    dw_matrix = xp.matmul(cols.transpose(0, 2, 1), dout).transpose(0, 2, 1)  # (G, C_out/G, kh*kw*C/G)
     # dcols = dout @ W_mat, one kernel offset at a time (a batched matmul), written over cols:
     # each offset's gradients come out contiguous, so col2im adds long runs, not C/G-long pieces
     weight_by_offset = weight_matrix.reshape(G, C_out_group, kh * kw, C // G).transpose(0, 2, 1, 3)

@@ -2,7 +2,6 @@
 import hashlib
 import io
 import os
-import pickle
 import tarfile
 import threading
 from pathlib import Path

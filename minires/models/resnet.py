@@ -57,19 +57,27 @@ class ShortcutA(nn.Module):
         return slice(self.front, self.front + self.in_planes)
 
     def forward(self, x):
-        xp = get_array_module(x)
         taken = x[:, :, ::self.stride, ::self.stride]
-        y = xp.zeros((x.shape[0], self.out_planes) + taken.shape[2:], dtype=x.dtype)
+        y = _zeros_in_layout_of(x, (x.shape[0], self.out_planes) + taken.shape[2:])
         y[:, self._channels()] = taken
         self._save_for_backward(x.shape)
         return y
 
     def backward(self, grad_output):
         x_shape = self._saved_for_backward()
-        xp = get_array_module(grad_output)
-        dx = xp.zeros(x_shape, dtype=grad_output.dtype)
+        dx = _zeros_in_layout_of(grad_output, x_shape)
         dx[:, :, ::self.stride, ::self.stride] = grad_output[:, self._channels()]
         return dx
+
+
+def _zeros_in_layout_of(like, shape):
+    """Zeros of NCHW ``shape``, channels-last in memory when ``like`` is: the convolutions work
+    channels-last inside, and the residual add is twice as fast on operands of one layout."""
+    xp = get_array_module(like)
+    if like.ndim == 4 and like.transpose(0, 2, 3, 1).flags.c_contiguous:
+        n, c, h, w = shape
+        return xp.zeros((n, h, w, c), dtype=like.dtype).transpose(0, 3, 1, 2)
+    return xp.zeros(shape, dtype=like.dtype)
 
 
 def _add_residual(branch, shortcut, residual):

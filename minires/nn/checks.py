@@ -6,14 +6,14 @@ both the pure functions and the modules report where the bad input arrived.
 from ..backend import get_array_module
 
 
-def _name(layer):
+def layer_name(layer):
     return layer if isinstance(layer, str) else layer.extra_name()
 
 
 def check_array(layer, x, what="input"):
     """An array-like with a shape and a dtype (not a list, not a torch tensor)."""
     if not (hasattr(x, "shape") and hasattr(x, "dtype") and hasattr(x, "ndim")):
-        raise TypeError(f"{_name(layer)}: expected the {what} to be a NumPy or CuPy array, "
+        raise TypeError(f"{layer_name(layer)}: expected the {what} to be a NumPy or CuPy array, "
                         f"got {type(x).__module__}.{type(x).__name__}")
 
 
@@ -21,7 +21,7 @@ def check_float(layer, x, what="input"):
     """A floating-point array (float16/32/64)."""
     check_array(layer, x, what)
     if x.dtype.kind != "f":
-        raise TypeError(f"{_name(layer)}: expected a floating-point {what} (float32 or float64), "
+        raise TypeError(f"{layer_name(layer)}: expected a floating-point {what} (float32 or float64), "
                         f"got dtype {x.dtype}")
 
 
@@ -30,14 +30,14 @@ def check_rank(layer, x, ranks, layout, what="input"):
     ranks = (ranks,) if isinstance(ranks, int) else tuple(ranks)
     if x.ndim not in ranks:
         expected = " or ".join(f"{r}-D" for r in ranks)
-        raise ValueError(f"{_name(layer)}: expected a {expected} {what} {layout}, "
+        raise ValueError(f"{layer_name(layer)}: expected a {expected} {what} {layout}, "
                          f"got shape {tuple(x.shape)} ({x.ndim}-D)")
 
 
 def check_dim(layer, x, axis, size, meaning, what="input"):
     """``x.shape[axis] == size``, e.g. the channel count."""
     if x.shape[axis] != size:
-        raise ValueError(f"{_name(layer)}: expected {what} with {size} {meaning} (axis {axis}), "
+        raise ValueError(f"{layer_name(layer)}: expected {what} with {size} {meaning} (axis {axis}), "
                          f"got shape {tuple(x.shape)}")
 
 
@@ -46,12 +46,12 @@ def check_matching(layer, x, *params):
     get_array_module(x, *params)  # raises on mixed devices
     for p in params:
         if p is not None and p.dtype != x.dtype:
-            raise TypeError(f"{_name(layer)}: input dtype {x.dtype} does not match parameter dtype "
+            raise TypeError(f"{layer_name(layer)}: input dtype {x.dtype} does not match parameter dtype "
                             f"{p.dtype}; convert the input or call module.to(dtype=...)")
 
 
 def check_same_shape(layer, got, expected_shape, what):
     """A gradient or target of exactly the expected shape (nothing silently broadcast)."""
     if tuple(got.shape) != tuple(expected_shape):
-        raise ValueError(f"{_name(layer)}: expected {what} of shape {tuple(expected_shape)}, "
+        raise ValueError(f"{layer_name(layer)}: expected {what} of shape {tuple(expected_shape)}, "
                          f"got {tuple(got.shape)}")

@@ -54,7 +54,7 @@ import numpy as np
 
 from ..backend import get_array_module
 from . import init
-from .checks import (_name, check_array, check_dim, check_float, check_matching, check_rank,
+from .checks import (check_array, check_dim, check_float, check_matching, check_rank, layer_name,
                      check_same_shape)
 from .module import Module, Parameter
 
@@ -68,7 +68,7 @@ def _pair(layer, value, what, minimum):
     except TypeError:
         pair = ()
     if len(pair) != 2 or min(pair) < minimum:
-        raise ValueError(f"{_name(layer)}: {what} must be an int or a pair of ints >= {minimum}, "
+        raise ValueError(f"{layer_name(layer)}: {what} must be an int or a pair of ints >= {minimum}, "
                          f"got {value!r}")
     return pair
 
@@ -82,10 +82,10 @@ def _padding_pairs(layer, padding, kernel, stride, dilation):
         if padding == "valid":
             return (0, 0), (0, 0)
         if padding != "same":
-            raise ValueError(f"{_name(layer)}: invalid padding string {padding!r}, "
+            raise ValueError(f"{layer_name(layer)}: invalid padding string {padding!r}, "
                              "should be one of {'valid', 'same'}")
         if stride != (1, 1):
-            raise ValueError(f"{_name(layer)}: padding='same' is not supported for strided "
+            raise ValueError(f"{layer_name(layer)}: padding='same' is not supported for strided "
                              f"convolutions (stride={stride})")
         totals = [d * (k - 1) for k, d in zip(kernel, dilation)]
         return tuple((t // 2, t - t // 2) for t in totals)
@@ -126,7 +126,7 @@ class ConvGeometry:
 
 def _check_groups(layer, groups):
     if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
-        raise ValueError(f"{_name(layer)}: groups must be a positive integer, got {groups!r}")
+        raise ValueError(f"{layer_name(layer)}: groups must be a positive integer, got {groups!r}")
     return int(groups)
 
 
@@ -138,11 +138,11 @@ def _conv_geometry(layer, input_shape, kernel_size, stride=1, padding=0, dilatio
     padding = _padding_pairs(layer, padding, kernel, stride, dilation)
     groups = _check_groups(layer, groups)
     if input_shape[1] % groups:
-        raise ValueError(f"{_name(layer)}: the input's {input_shape[1]} channels are not divisible "
+        raise ValueError(f"{layer_name(layer)}: the input's {input_shape[1]} channels are not divisible "
                          f"by groups={groups}")
     geometry = ConvGeometry(tuple(input_shape), kernel, stride, padding, dilation, groups)
     if any(k > p for k, p in zip(geometry.dilated_kernel, geometry.padded_size)):
-        raise ValueError(f"{_name(layer)}: kernel size {geometry.dilated_kernel} (after dilation) is "
+        raise ValueError(f"{layer_name(layer)}: kernel size {geometry.dilated_kernel} (after dilation) is "
                          f"larger than the padded input {geometry.padded_size} (input shape "
                          f"{tuple(input_shape)}, padding {padding})")
     return geometry
@@ -278,7 +278,7 @@ def _check_operands(layer, x, w, b, groups):
     groups = _check_groups(layer, groups)
     check_dim(layer, x, 1, w.shape[1] * groups, "channels")
     if w.shape[0] % groups:
-        raise ValueError(f"{_name(layer)}: the weight's {w.shape[0]} output channels are not "
+        raise ValueError(f"{layer_name(layer)}: the weight's {w.shape[0]} output channels are not "
                          f"divisible by groups={groups}")
     if b is not None:
         check_array(layer, b, "bias")

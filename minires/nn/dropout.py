@@ -39,7 +39,7 @@ from .module import Module
 
 def _check_probability(layer, p):
     if not isinstance(p, numbers.Real) or not 0 <= p <= 1:
-        raise ValueError(f"{checks._name(layer)}: dropout probability has to be between 0 and 1, but got {p}")
+        raise ValueError(f"{checks.layer_name(layer)}: dropout probability has to be between 0 and 1, but got {p}")
 
 
 def _uniform(xp, shape, generator):

@@ -33,7 +33,7 @@ def _check_inputs(layer, x, weight, bias):
     check_float(layer, weight, "weight")
     check_rank(layer, weight, 2, "(out_features, in_features)", "weight")
     if x.ndim == 0:
-        raise ValueError(f"{checks._name(layer)}: expected an input of shape (*, in_features), got a 0-d array")
+        raise ValueError(f"{checks.layer_name(layer)}: expected an input of shape (*, in_features), got a 0-d array")
     check_dim(layer, x, -1, weight.shape[1], "features")
     if bias is not None:
         check_float(layer, bias, "bias")

@@ -32,7 +32,7 @@ from .module import Module
 def _label_smoothing(layer, value):
     """The validated smoothing as a Python float (a NumPy float64 would promote float32 math)."""
     if not isinstance(value, numbers.Real) or not 0 <= value <= 1:
-        raise ValueError(f"{checks._name(layer)}: label_smoothing must be between 0.0 and 1.0, got {value}")
+        raise ValueError(f"{checks.layer_name(layer)}: label_smoothing must be between 0.0 and 1.0, got {value}")
     return float(value)
 
 
@@ -41,7 +41,7 @@ def _check_inputs(layer, logits, targets):
     check_rank(layer, logits, 2, "(N, C)", "logits")
     check_array(layer, targets, "targets")
     if targets.dtype.kind not in "iu":
-        raise TypeError(f"{checks._name(layer)}: expected integer class labels as targets (e.g. int64), "
+        raise TypeError(f"{checks.layer_name(layer)}: expected integer class labels as targets (e.g. int64), "
                         f"got dtype {targets.dtype}")
     check_rank(layer, targets, 1, "(N,)", "targets")
     check_same_shape(layer, targets, logits.shape[:1], "targets (one label per row of logits)")
@@ -50,7 +50,7 @@ def _check_inputs(layer, logits, targets):
     out_of_range = (targets < 0) | (targets >= classes)
     if bool(out_of_range.any()):  # one scalar comes back to the host
         bad = int(targets[out_of_range][0])
-        raise ValueError(f"{checks._name(layer)}: expected class labels in [0, {classes}) for {classes} classes, "
+        raise ValueError(f"{checks.layer_name(layer)}: expected class labels in [0, {classes}) for {classes} classes, "
                          f"got label {bad}")
 
 

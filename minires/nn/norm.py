@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import get_array_module
-from .checks import _name, check_dim, check_float, check_matching, check_rank, check_same_shape
+from .checks import check_dim, check_float, check_matching, check_rank, check_same_shape, layer_name
 from .module import Module, Parameter
 
 _LAYOUT = "(N, C), (N, C, L) or (N, C, H, W)"
@@ -93,11 +93,11 @@ def _check_inputs(layer, x, gamma, beta, running_mean, running_var, uses_batch_s
             check_float(layer, array, what)
             check_same_shape(layer, array, (channels,), what)
     if (running_mean is None) != (running_var is None):
-        raise ValueError(f"{_name(layer)}: running_mean and running_var must be given together "
+        raise ValueError(f"{layer_name(layer)}: running_mean and running_var must be given together "
                          "(or both be None)")
     check_matching(layer, x, gamma, beta, running_mean, running_var)
     if uses_batch_stats and _values_per_channel(x) == 1:
-        raise ValueError(f"{_name(layer)}: expected more than 1 value per channel when training, "
+        raise ValueError(f"{layer_name(layer)}: expected more than 1 value per channel when training, "
                          f"got input of shape {tuple(x.shape)}")
 
 

@@ -59,7 +59,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..backend import get_array_module
-from .checks import _name, check_float, check_rank, check_same_shape
+from .checks import check_float, check_rank, check_same_shape, layer_name
 from .module import Module
 
 _LAYOUT = "(N, C, H, W) or (C, H, W)"
@@ -74,7 +74,7 @@ def _pair(layer, value, what, minimum):
     except TypeError:
         pair = ()
     if len(pair) != 2 or min(pair) < minimum:
-        raise ValueError(f"{_name(layer)}: {what} must be an int or a pair of ints >= {minimum}, "
+        raise ValueError(f"{layer_name(layer)}: {what} must be an int or a pair of ints >= {minimum}, "
                          f"got {value!r}")
     return pair
 
@@ -172,13 +172,13 @@ def _geometry(layer, x, kernel_size, stride, padding, dilation, ceil_mode):
     padding = _pair(layer, padding, "padding", 0)
     dilation = _pair(layer, dilation, "dilation", 1)
     if any(p > k // 2 for p, k in zip(padding, kernel)):
-        raise ValueError(f"{_name(layer)}: padding should be at most half of the kernel size, "
+        raise ValueError(f"{layer_name(layer)}: padding should be at most half of the kernel size, "
                          f"got padding={padding} for kernel_size={kernel}")
     size = tuple(x.shape[-2:])
     per_axis = list(zip(size, kernel, stride, padding, dilation))
     output_size = tuple(_output_length(*args, ceil_mode) for args in per_axis)
     if min(output_size) < 1:
-        raise ValueError(f"{_name(layer)}: kernel {kernel} (dilation {dilation}) is larger than the "
+        raise ValueError(f"{layer_name(layer)}: kernel {kernel} (dilation {dilation}) is larger than the "
                          f"padded input: input of shape {tuple(x.shape)} padded by {padding} gives "
                          f"output size {output_size}")
     rows, cols = (_plan_axis(n, length, *args) for (n, *args), length in zip(per_axis, output_size))
@@ -294,7 +294,7 @@ def _avg_geometry(layer, x, kernel_size, stride, padding, ceil_mode, divisor_ove
     if divisor_override is not None and (isinstance(divisor_override, bool) or
                                          not isinstance(divisor_override, (int, np.integer)) or
                                          divisor_override == 0):
-        raise ValueError(f"{_name(layer)}: divisor_override must be a non-zero integer or None, "
+        raise ValueError(f"{layer_name(layer)}: divisor_override must be a non-zero integer or None, "
                          f"got {divisor_override!r}")
     return _geometry(layer, x, kernel_size, stride, padding, 1, ceil_mode)
 
@@ -343,7 +343,7 @@ def _adaptive_size(layer, output_size, input_size):
     except (TypeError, ValueError):
         pair = ()
     if len(pair) != 2 or min(pair) < 1:
-        raise ValueError(f"{_name(layer)}: output_size must be a positive int or a pair of positive "
+        raise ValueError(f"{layer_name(layer)}: output_size must be a positive int or a pair of positive "
                          f"ints (or None), got {output_size!r}")
     return pair
 

@@ -24,7 +24,7 @@ from .module import Module
 def _axis(layer, dim, ndim):
     rank = max(ndim, 1)  # a 0-d array flattens like a 1-d one, as in PyTorch
     if not -rank <= dim < rank:
-        raise ValueError(f"{checks._name(layer)}: dimension out of range (expected to be in range of "
+        raise ValueError(f"{checks.layer_name(layer)}: dimension out of range (expected to be in range of "
                          f"[{-rank}, {rank - 1}], but got {dim}) for an input with {ndim} dimensions")
     return dim % rank
 
@@ -32,7 +32,7 @@ def _axis(layer, dim, ndim):
 def _flattened_shape(layer, shape, start_dim, end_dim):
     start, end = _axis(layer, start_dim, len(shape)), _axis(layer, end_dim, len(shape))
     if start > end:
-        raise ValueError(f"{checks._name(layer)}: start_dim ({start_dim}) cannot come after end_dim ({end_dim}) "
+        raise ValueError(f"{checks.layer_name(layer)}: start_dim ({start_dim}) cannot come after end_dim ({end_dim}) "
                          f"for an input of shape {tuple(shape)}")
     return (*shape[:start], math.prod(shape[start:end + 1]), *shape[end + 1:])
 

@@ -3,6 +3,8 @@
 ``layer`` is a string (``"conv2d_forward"``) or a module (its ``repr`` is used), so that
 both the pure functions and the modules report where the bad input arrived.
 """
+import operator
+
 from ..backend import get_array_module
 
 
@@ -55,3 +57,16 @@ def check_same_shape(layer, got, expected_shape, what):
     if tuple(got.shape) != tuple(expected_shape):
         raise ValueError(f"{layer_name(layer)}: expected {what} of shape {tuple(expected_shape)}, "
                          f"got {tuple(got.shape)}")
+
+
+def check_pair(layer, value, what, minimum):
+    """An int or a pair of ints (each ``>= minimum``), returned as a pair: kernel sizes, strides, ..."""
+    try:
+        pair = tuple(operator.index(v) for v in value) if isinstance(value, (tuple, list)) \
+            else (operator.index(value),) * 2
+    except TypeError:
+        pair = ()
+    if len(pair) != 2 or min(pair) < minimum:
+        raise ValueError(f"{layer_name(layer)}: {what} must be an int or a pair of ints >= {minimum}, "
+                         f"got {value!r}")
+    return pair

@@ -47,32 +47,18 @@ writes dcols over it (``cols`` is not needed once dW is known), so its peak stay
 buffer, and a cache serves one backward pass only, as in PyTorch.
 """
 import math
-import operator
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..backend import get_array_module
 from . import init
-from .checks import (check_array, check_dim, check_float, check_matching, check_rank, layer_name,
-                     check_same_shape)
+from .checks import (check_array, check_dim, check_float, check_matching, check_pair, check_rank,
+                     check_same_shape, layer_name)
 from .module import Module, Parameter
 
 
 # -- geometry: sizes of the kernel, the padding and the output ------------------------------------
-def _pair(layer, value, what, minimum):
-    """An int or a pair of ints (each ``>= minimum``) as a pair."""
-    try:
-        pair = (operator.index(value),) * 2 if not isinstance(value, (tuple, list)) else \
-            tuple(operator.index(v) for v in value)
-    except TypeError:
-        pair = ()
-    if len(pair) != 2 or min(pair) < minimum:
-        raise ValueError(f"{layer_name(layer)}: {what} must be an int or a pair of ints >= {minimum}, "
-                         f"got {value!r}")
-    return pair
-
-
 def _padding_pairs(layer, padding, kernel, stride, dilation):
     """``((top, bottom), (left, right))`` from an int, a pair, ``"valid"`` or ``"same"``.
 
@@ -89,7 +75,7 @@ def _padding_pairs(layer, padding, kernel, stride, dilation):
                              f"convolutions (stride={stride})")
         totals = [d * (k - 1) for k, d in zip(kernel, dilation)]
         return tuple((t // 2, t - t // 2) for t in totals)
-    return tuple((p, p) for p in _pair(layer, padding, "padding", 0))
+    return tuple((p, p) for p in check_pair(layer, padding, "padding", 0))
 
 
 @dataclass(frozen=True)
@@ -132,9 +118,9 @@ def _check_groups(layer, groups):
 
 def _conv_geometry(layer, input_shape, kernel_size, stride=1, padding=0, dilation=1, groups=1):
     """Validate the hyper-parameters against an (N, C, H, W) input shape."""
-    kernel = _pair(layer, kernel_size, "kernel_size", 1)
-    stride = _pair(layer, stride, "stride", 1)
-    dilation = _pair(layer, dilation, "dilation", 1)
+    kernel = check_pair(layer, kernel_size, "kernel_size", 1)
+    stride = check_pair(layer, stride, "stride", 1)
+    dilation = check_pair(layer, dilation, "dilation", 1)
     padding = _padding_pairs(layer, padding, kernel, stride, dilation)
     groups = _check_groups(layer, groups)
     if input_shape[1] % groups:
@@ -363,11 +349,11 @@ class Conv2d(Module):
             if channels % groups:
                 raise ValueError(f"Conv2d: {what} ({channels}) must be divisible by groups ({groups})")
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
-        self.kernel_size = _pair("Conv2d", kernel_size, "kernel_size", 1)
-        self.stride = _pair("Conv2d", stride, "stride", 1)
-        self.dilation = _pair("Conv2d", dilation, "dilation", 1)
+        self.kernel_size = check_pair("Conv2d", kernel_size, "kernel_size", 1)
+        self.stride = check_pair("Conv2d", stride, "stride", 1)
+        self.dilation = check_pair("Conv2d", dilation, "dilation", 1)
         _padding_pairs("Conv2d", padding, self.kernel_size, self.stride, self.dilation)  # validates
-        self.padding = padding if isinstance(padding, str) else _pair("Conv2d", padding, "padding", 0)
+        self.padding = padding if isinstance(padding, str) else check_pair("Conv2d", padding, "padding", 0)
         weight_shape = (out_channels, in_channels // groups, *self.kernel_size)
         self.weight = Parameter(np.empty(weight_shape, dtype=np.float32))
         if bias:

@@ -59,26 +59,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..backend import get_array_module
-from .checks import check_float, check_rank, check_same_shape, layer_name
+from .checks import check_float, check_pair, check_rank, check_same_shape, layer_name
 from .module import Module
 
 _LAYOUT = "(N, C, H, W) or (C, H, W)"
 
 
 # -- geometry ------------------------------------------------------------------------------------
-def _pair(layer, value, what, minimum):
-    """An int or a pair of ints, each ``>= minimum``, as a pair."""
-    try:
-        pair = tuple(operator.index(v) for v in value) if isinstance(value, (tuple, list)) \
-            else (operator.index(value),) * 2
-    except TypeError:
-        pair = ()
-    if len(pair) != 2 or min(pair) < minimum:
-        raise ValueError(f"{layer_name(layer)}: {what} must be an int or a pair of ints >= {minimum}, "
-                         f"got {value!r}")
-    return pair
-
-
 def _output_length(size, kernel, stride, padding, dilation, ceil_mode):
     """PyTorch's ``pooling_output_shape`` along one axis."""
     span = dilation * (kernel - 1) + 1
@@ -167,10 +154,10 @@ def _geometry(layer, x, kernel_size, stride, padding, dilation, ceil_mode):
     """Check the input and the hyper-parameters (PyTorch's rules) and build the geometry."""
     check_float(layer, x)
     check_rank(layer, x, (3, 4), _LAYOUT)
-    kernel = _pair(layer, kernel_size, "kernel_size", 1)
-    stride = kernel if stride is None else _pair(layer, stride, "stride", 1)
-    padding = _pair(layer, padding, "padding", 0)
-    dilation = _pair(layer, dilation, "dilation", 1)
+    kernel = check_pair(layer, kernel_size, "kernel_size", 1)
+    stride = kernel if stride is None else check_pair(layer, stride, "stride", 1)
+    padding = check_pair(layer, padding, "padding", 0)
+    dilation = check_pair(layer, dilation, "dilation", 1)
     if any(p > k // 2 for p, k in zip(padding, kernel)):
         raise ValueError(f"{layer_name(layer)}: padding should be at most half of the kernel size, "
                          f"got padding={padding} for kernel_size={kernel}")
@@ -406,7 +393,7 @@ class MaxPool2d(Module):
         self.padding, self.dilation, self.ceil_mode = padding, dilation, ceil_mode
         for what, value, minimum in (("kernel_size", kernel_size, 1), ("stride", self.stride, 1),
                                      ("padding", padding, 0), ("dilation", dilation, 1)):
-            _pair(self, value, what, minimum)
+            check_pair(self, value, what, minimum)
 
     def forward(self, x):
         geometry = _geometry(self, x, self.kernel_size, self.stride, self.padding, self.dilation,
@@ -435,7 +422,7 @@ class AvgPool2d(Module):
         self.count_include_pad, self.divisor_override = count_include_pad, divisor_override
         for what, value, minimum in (("kernel_size", kernel_size, 1), ("stride", self.stride, 1),
                                      ("padding", padding, 0)):
-            _pair(self, value, what, minimum)
+            check_pair(self, value, what, minimum)
 
     def forward(self, x):
         geometry = _avg_geometry(self, x, self.kernel_size, self.stride, self.padding, self.ceil_mode,

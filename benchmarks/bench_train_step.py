@@ -154,6 +154,11 @@ def _summary(runs):
             "losses": runs[0]["losses"]}
 
 
+def _ratio(value, reference):
+    """``value / reference`` to two decimals; "n/a" when the reference is 0 (a tiny run allocates nothing)."""
+    return f"{value / reference:.2f}" if reference else "n/a"
+
+
 def format_report(result):
     """The Markdown report: the table, the loss check, the machine and the command."""
     summary = {framework: _summary(result["runs"][framework]) for framework in FRAMEWORKS}
@@ -164,7 +169,7 @@ def format_report(result):
         rows.append([result["model"], str(result["batch_size"]), label, f"{1000 * s['step']:.0f}",
                      f"{result['batch_size'] / s['step']:.1f}", f"{s['step'] / reference['step']:.2f}",
                      f"{s['peak_mb']:.0f}", f"{s['above_mb']:.0f}",
-                     f"{s['peak_mb'] / reference['peak_mb']:.2f} / {s['above_mb'] / reference['above_mb']:.2f}"])
+                     f"{_ratio(s['peak_mb'], reference['peak_mb'])} / {_ratio(s['above_mb'], reference['above_mb'])}"])
     spread = ", ".join(f"{f} {1000 * min(s['worker_medians']):.0f}-{1000 * max(s['worker_medians']):.0f} ms"
                        for f, s in summary.items())
     losses = {f: s["losses"] for f, s in summary.items()}

@@ -35,7 +35,7 @@ def parse_args(argv=None):
                    help="shortcut of the He et al. CIFAR nets (resnet20..110) where shapes change")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=0.1, help="peak learning rate")
+    p.add_argument("--lr", type=float, default=0.2, help="peak learning rate")
     p.add_argument("--schedule", choices=["onecycle", "cosine", "step"], default="onecycle",
                    help="learning-rate schedule, stepped after every batch")
     p.add_argument("--warmup", type=float, default=1.0,

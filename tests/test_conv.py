@@ -232,6 +232,111 @@ def test_functional_exports():
     assert nn.Conv2d is minires.nn.conv.Conv2d
 
 
+# -- the shifted-GEMM path (stride 1, one group, few channels) against PyTorch and im2col ---------
+SHIFTED_CASES = {
+    "3x3_pad1_odd": ((2, 3, 7, 5), dict(in_channels=3, out_channels=4, kernel_size=3, padding=1)),
+    "3x3_pad0": ((2, 2, 6, 7), dict(in_channels=2, out_channels=3, kernel_size=3, bias=False)),
+    "3x3_pad2_dilation2": ((2, 3, 7, 6), dict(in_channels=3, out_channels=2, kernel_size=3, padding=2,
+                                              dilation=2)),
+    "1x1": ((2, 5, 5, 3), dict(in_channels=5, out_channels=4, kernel_size=1)),
+    "1x1_pad1": ((1, 2, 3, 4), dict(in_channels=2, out_channels=3, kernel_size=1, padding=1)),
+    "rect_2x4_same": ((2, 3, 6, 5), dict(in_channels=3, out_channels=4, kernel_size=(2, 4),
+                                         padding="same", dilation=(2, 1))),
+    "rect_pad_2x1": ((1, 4, 5, 8), dict(in_channels=4, out_channels=3, kernel_size=(3, 2),
+                                        padding=(2, 1))),
+    "batch_of_one": ((1, 3, 5, 5), dict(in_channels=3, out_channels=3, kernel_size=3, padding=1)),
+}
+
+
+@pytest.fixture(params=[4096, 7], ids=["one_block", "blocks_of_7_rows"])
+def block_rows(request, monkeypatch):
+    """The shifted path with its usual blocks (one here) and with many ragged blocks."""
+    monkeypatch.setattr(minires.nn.conv, "_MAX_BLOCK_ROWS", request.param)
+
+
+def _im2col_only(monkeypatch):
+    monkeypatch.setattr(minires.nn.conv, "_uses_shifted_gemm", lambda geometry, out_channels: False)
+
+
+def test_shifted_path_taken_where_intended(xp):
+    def taken(w_shape, **kwargs):
+        x = xp.zeros((1, w_shape[1] * kwargs.get("groups", 1), 6, 6), dtype=np.float32)
+        _, cache = conv2d_forward(x, xp.zeros(w_shape, dtype=np.float32), None, **kwargs)
+        return isinstance(cache, minires.nn.conv.ShiftedConvCache)
+
+    assert taken((16, 16, 3, 3), padding=1) and taken((32, 32, 3, 3)) and taken((64, 3, 3, 3))
+    assert not taken((16, 16, 3, 3), stride=2)
+    assert not taken((16, 8, 3, 3), groups=2)
+    assert not taken((64, 64, 3, 3))         # many channels: im2col's one big GEMM is faster
+    for case in SHIFTED_CASES.values():
+        x_shape, kwargs = case
+        module = nn.Conv2d(**kwargs).to(_device(xp))
+        module(xp.zeros(x_shape, dtype=np.float32))
+        assert isinstance(module._saved_for_backward(), minires.nn.conv.ShiftedConvCache)
+
+
+@pytest.mark.parametrize("case", sorted(SHIFTED_CASES))
+def test_shifted_matches_torch_float64(xp, rng, case, block_rows):
+    x_shape, kwargs = SHIFTED_CASES[case]
+    ours, theirs = _run_both(xp, rng, x_shape, kwargs, np.float64)
+    _assert_same_as_torch(ours, theirs, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", sorted(SHIFTED_CASES))
+def test_shifted_matches_im2col(xp, rng, case, monkeypatch):
+    x_shape, kwargs = SHIFTED_CASES[case]
+    x = xp.asarray(rng.standard_normal(x_shape))
+    module = nn.Conv2d(**kwargs).to(_device(xp), dtype=np.float64)
+    dy = xp.asarray(rng.standard_normal(module(x).shape))
+
+    def run():
+        module.zero_grad()
+        y = module(x)
+        grads = [module.backward(dy), module.weight.grad]
+        return [y] + grads + ([module.bias.grad] if module.bias is not None else [])
+
+    fast = run()
+    monkeypatch.setattr(minires.nn.conv, "_MAX_BLOCK_ROWS", 5)
+    blocked = run()
+    _im2col_only(monkeypatch)
+    reference = run()
+    for ours, blocks, theirs in zip(fast, blocked, reference):
+        np.testing.assert_allclose(asnumpy(ours), asnumpy(theirs), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(asnumpy(blocks), asnumpy(theirs), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", ["3x3_pad2_dilation2", "rect_2x4_same", "1x1_pad1"])
+def test_shifted_gradcheck(xp, case, block_rows):
+    x_shape, kwargs = SHIFTED_CASES[case]
+    module = nn.Conv2d(**kwargs).to(_device(xp))
+    report = check_module(module, xp.asarray(np.random.default_rng(1).standard_normal(x_shape)))
+    assert report.ok, str(report)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_shifted_float32(xp, rng, bias, block_rows):
+    kwargs = dict(in_channels=16, out_channels=16, kernel_size=3, padding=1, bias=bias)
+    ours, theirs = _run_both(xp, rng, (3, 16, 9, 8), kwargs, np.float32)
+    _assert_same_as_torch(ours, theirs, rtol=1e-4, atol=1e-4)
+    module, y, dx = ours
+    assert y.dtype == dx.dtype == module.weight.grad.dtype == np.float32
+    assert not bias or module.bias.grad.dtype == np.float32
+
+
+def test_shifted_non_contiguous_input_left_unmodified(xp, rng):
+    x = xp.asarray(rng.standard_normal((2, 5, 3, 4)))[:, ::-1].transpose(0, 1, 3, 2)  # a strided view
+    x_copy = x.copy()
+    w = xp.asarray(rng.standard_normal((4, 3, 3, 3)))
+    y, cache = conv2d_forward(x[:, 1:4], w, None, padding=1)
+    dy = xp.asarray(rng.standard_normal((2, 4, 3, 8)))[..., ::2].transpose(0, 1, 3, 2)  # strided too
+    dx, dw, _ = conv2d_backward(dy, cache)
+    x_ref, w_ref = to_torch(x[:, 1:4], True), to_torch(w, True)
+    F.conv2d(x_ref, w_ref, None, padding=1).backward(to_torch(dy))
+    assert_close(dx, x_ref.grad, what="input gradient")
+    assert_close(dw, w_ref.grad, what="weight gradient")
+    assert bool(xp.array_equal(x, x_copy))
+
+
 # -- im2col and col2im ---------------------------------------------------------------------------
 GEOMETRIES = [
     dict(kernel_size=3, stride=1, padding=1),

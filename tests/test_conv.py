@@ -255,7 +255,7 @@ def block_rows(request, monkeypatch):
 
 
 def _im2col_only(monkeypatch):
-    monkeypatch.setattr(minires.nn.conv, "_uses_shifted_gemm", lambda geometry, out_channels: False)
+    monkeypatch.setattr(minires.nn.conv, "_uses_shifted_gemm", lambda device, geometry, out_channels: False)
 
 
 def test_shifted_path_taken_where_intended(xp):

@@ -67,7 +67,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backend import get_array_module
+from ..backend import device_of, get_array_module
 from . import init
 from .checks import (check_array, check_dim, check_float, check_matching, check_pair, check_rank,
                      check_same_shape, layer_name)
@@ -291,9 +291,9 @@ def _check_operands(layer, x, w, b, groups):
 def _conv2d_forward(layer, x, w, b, stride, padding, dilation, groups):
     _check_operands(layer, x, w, b, groups)
     geometry = _conv_geometry(layer, x.shape, w.shape[2:], stride, padding, dilation, groups)
-    if _uses_shifted_gemm(geometry, w.shape[0]):
-        return _shifted_conv_forward(x, w, b, geometry)
     xp = get_array_module(x, w, b)
+    if _uses_shifted_gemm(device_of(x), geometry, w.shape[0]):
+        return _shifted_conv_forward(x, w, b, geometry)
     N, _, _, _ = x.shape
     C_out = w.shape[0]
     H_out, W_out = geometry.output_size
@@ -329,15 +329,17 @@ def _block_rows(C, C_out):
     return min(_MAX_BLOCK_ROWS, _BLOCK_MULTIPLY_ADDS // (C * C_out))
 
 
-def _uses_shifted_gemm(geometry, C_out):
-    """Stride-1 single-group convolutions with few channels take the shifted-GEMM path.
+def _uses_shifted_gemm(device, geometry, C_out):
+    """Stride-1 single-group convolutions with few channels take the shifted-GEMM path on the CPU.
 
     Measured: for 16 and 32 channels it beats im2col several times over (the im2col copy was
     most of the time); with more channels the blocks get too small and im2col's one big GEMM
     wins, as it does on the small grids of deep layers (a 4x4 image has a 6x6 padded grid).
+    The blocking is tuned to OpenBLAS; on a GPU thousands of small GEMMs would be thousands of
+    kernel launches, so other array modules keep im2col's few large GEMMs (unmeasured there).
     """
     C = geometry.input_shape[1]
-    return (geometry.stride == (1, 1) and geometry.groups == 1
+    return (device == "cpu" and geometry.stride == (1, 1) and geometry.groups == 1
             and _block_rows(C, C_out) >= _MIN_BLOCK_ROWS)
 
 

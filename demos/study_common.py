@@ -50,7 +50,7 @@ def load_cifar(args, train_size, test_size):
                  f"Point --data-dir (or MINIRES_DATA) at the folder that holds cifar-10-batches-py/, "
                  f"add --download to fetch it (170 MB), or run on stand-in images with --synthetic.")
     return (data.Subset.first(train_set, min(train_size, len(train_set))),
-            data.Subset.first(test_set, min(test_size, len(test_set))), f"CIFAR-10 from {args.data_dir}")
+            data.Subset.first(test_set, min(test_size, len(test_set))), "CIFAR-10")
 
 
 def build_model(depth, residual):

@@ -7,7 +7,7 @@ Forward (given below), with an identity shortcut (stride 1, same channel count):
     s = f + x                               the add: branch + shortcut
     y = relu(s)
 
-The layers' own backward passes are given (minires.nn.functional; or use yours from
+The layers' own backward passes are given (minires.nn.functional: the same math as your
 exercises 1, 5 and 6). Your job is the wiring, in particular the two places where the
 gradient forks and joins:
 

@@ -23,7 +23,9 @@ import os
 # One BLAS thread unless the user says otherwise. minires' GEMMs are small and most of its ops are
 # single-threaded NumPy anyway; measured on this project's 2 cores (ResNet-56, batch 32), two threads
 # were ~20% faster on an idle machine, but one thread was 2-2.5x faster while other jobs ran.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# Set before NumPy loads OpenBLAS, and only when run as a script (importing this changes nothing).
+if __name__ == "__main__":
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
 import time

@@ -220,5 +220,6 @@ def record_gradient_flow(model, x, targets, criterion=None, keep_gradients=False
     finally:
         for p, grad in zip(parameters, saved_grads):
             p.grad = grad
-        model.load_state_dict(saved_buffers, strict=False)
+        for name, buffer in model.named_buffers():  # in place, on the buffers' own device
+            buffer[...] = saved_buffers[name]
     return flow

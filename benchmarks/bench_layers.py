@@ -26,7 +26,6 @@ target is >= 75% for every 3x3 convolution of ResNet-18-CIFAR. Beside it, the sa
 time for one plain GEMM per product (``cols @ W`` forward, ``colsᵀ @ dY`` and ``dY @ Wᵀ``
 backward) in place of the layer's calls: how close the layer is to its GEMMs done once each.
 """
-import argparse
 import json
 import os
 import sys
@@ -36,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from harness import (FRAMEWORKS, alternate, blas_description, command_line, machine_lines, markdown_table,
-                     median, report_result, torch_description)
+                     median, argument_parser, serve_as_worker, torch_description)
 
 SCRIPT = Path(__file__).resolve()
 MODEL_LABELS = {"resnet18_cifar": "R18", "resnet20": "R20"}
@@ -368,22 +367,16 @@ def format_report(result):
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argument_parser(__doc__, warmup=1, warmup_help="untimed passes per layer and worker")
     p.add_argument("--models", default=",".join(MODEL_LABELS),
                    help="comma-separated minires model names (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--iters", type=int, default=5, help="timed passes per layer and worker")
-    p.add_argument("--repeats", type=int, default=3, help="workers per framework, alternating")
-    p.add_argument("--warmup", type=int, default=1, help="untimed passes per layer and worker")
-    p.add_argument("--threads", type=int, default=2, help="threads for both frameworks")
     return p.parse_args(argv)
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--worker"]:
-        report_result(worker(argv[1], json.loads(argv[2])))
+    if serve_as_worker(argv, worker):
         return
     args = parse_args(argv)
     model_names = [name.strip() for name in args.models.split(",") if name.strip()]

@@ -18,8 +18,6 @@ worker's peak resident memory (``getrusage`` ``ru_maxrss``), whole and above the
 the imports. The PyTorch model is the reference ResNet of the tests (``tests/torch_resnet.py``,
 torchvision's layout; torchvision itself cannot be installed beside this torch).
 """
-import argparse
-import json
 import os
 import sys
 import tempfile
@@ -29,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from harness import (FRAMEWORKS, alternate, blas_description, command_line, machine_lines, markdown_table,
-                     median, peak_rss_mb, report_result, torch_description)
+                     median, argument_parser, peak_rss_mb, serve_as_worker, torch_description)
 
 SCRIPT = Path(__file__).resolve()
 TESTS_DIR = SCRIPT.parents[1] / "tests"   # holds torch_resnet.py, the PyTorch reference models
@@ -194,23 +192,17 @@ def format_report(result):
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argument_parser(__doc__, warmup=2, warmup_help="untimed steps at the start of each worker")
     p.add_argument("--model", choices=sorted(MODELS), default="resnet18_cifar")
-    p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--steps", type=int, default=None,
                    help="timed steps per worker (default: per model, 5 for resnet18_cifar, 20 for resnet20)")
-    p.add_argument("--repeats", type=int, default=3, help="workers per framework, alternating")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps at the start of each worker")
-    p.add_argument("--threads", type=int, default=2, help="threads for both frameworks")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and the batch")
     return p.parse_args(argv)
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--worker"]:
-        report_result(worker(argv[1], json.loads(argv[2])))
+    if serve_as_worker(argv, worker):
         return
     args = parse_args(argv)
     print(f"{args.model}, batch {args.batch_size}: alternating worker processes ...", file=sys.stderr)

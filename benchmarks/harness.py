@@ -8,6 +8,7 @@ count set in its environment before the import, and the parent alternates minire
 minires, torch ... so that a change in the machine's load hits both alike. Each worker prints
 one JSON line; the parent takes medians over the repeats.
 """
+import argparse
 import json
 import os
 import platform
@@ -82,6 +83,24 @@ def parse_markdown_table(text):
 def peak_rss_mb():
     """The process's peak resident memory so far, in MB (``ru_maxrss`` is in KiB on Linux)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def argument_parser(doc, warmup, warmup_help):
+    """The options both benchmarks share: batch size, alternating repeats, warm-up, threads."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--repeats", type=int, default=3, help="workers per framework, alternating")
+    p.add_argument("--warmup", type=int, default=warmup, help=warmup_help)
+    p.add_argument("--threads", type=int, default=2, help="threads for both frameworks")
+    return p
+
+
+def serve_as_worker(argv, worker):
+    """``--worker FRAMEWORK CONFIG``: run one measurement as a worker process; True if it did."""
+    if argv[:1] != ["--worker"]:
+        return False
+    report_result(worker(argv[1], json.loads(argv[2])))
+    return True
 
 
 def report_result(result):

@@ -89,3 +89,12 @@ def to_device(x, device):
         return _cupy.asarray(x)
     with _cupy.cuda.Device(index):
         return _cupy.asarray(x)
+
+
+def is_channels_last(x):
+    """True for an (N, C, H, W) array whose memory is (N, H, W, C): the convolutions' layout.
+
+    Elementwise operations on two operands of different layouts run several times slower (they
+    walk one of them against its memory order), so layers give gradients the layout of their input.
+    """
+    return x.ndim == 4 and x.transpose(0, 2, 3, 1).flags.c_contiguous

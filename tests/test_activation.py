@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from minires import gradcheck, nn
+from minires.backend import asnumpy
 from minires.nn.functional import relu_backward, relu_forward
 
 from helpers import assert_close, to_torch
@@ -24,6 +25,21 @@ def test_relu_matches_torch(xp, dtype, rtol):
     assert y.dtype == dtype and dx.dtype == dtype
     assert_close(y, ty, rtol=rtol, atol=0)
     assert_close(dx, tx.grad, rtol=rtol, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_relu_nan_and_inf_follow_torch_bit_for_bit(xp, dtype):
+    """A NaN output passes its gradient; a dropped gradient is 0 even when it is inf or NaN."""
+    x = np.array([np.nan, -1, 0, -0.0, 2, 3, -4, 5], dtype=dtype)
+    dy = np.array([1, np.nan, np.inf, 7, -np.inf, np.nan, -np.inf, -0.0], dtype=dtype)
+    layer = nn.ReLU()
+    layer(xp.asarray(x))
+    dx = layer.backward(xp.asarray(dy))
+    tx = torch.tensor(x, requires_grad=True)
+    torch.relu(tx).backward(torch.tensor(dy))
+    assert dx.dtype == dtype
+    np.testing.assert_array_equal(asnumpy(dx).view(f"u{x.itemsize}"),
+                                  tx.grad.numpy().view(f"u{x.itemsize}"))
 
 
 def test_relu_gradcheck_and_non_contiguous_input_left_unmodified():

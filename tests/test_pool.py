@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from minires import gradcheck, nn
+from minires.backend import is_channels_last
 from minires.nn.functional import (adaptive_avg_pool2d_backward, adaptive_avg_pool2d_forward,
                                    avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward,
                                    max_pool2d_forward)
@@ -256,3 +257,18 @@ def test_bad_hyper_parameters():
             nn.AdaptiveAvgPool2d(bad)
     with pytest.raises(ValueError, match="adaptive_avg_pool2d_forward: output_size must be"):
         adaptive_avg_pool2d_forward(np.zeros((1, 1, 4, 4)), (0, 1))
+
+
+@pytest.mark.parametrize("output_size", [1, (2, 4)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_adaptive_avg_pool_gradient_keeps_the_input_layout(output_size, channels_last):
+    """A channels-last input gets a channels-last gradient (the residual adds stay fast)."""
+    x = np.random.default_rng(10).standard_normal((2, 3, 4, 8)).astype(np.float32)
+    if channels_last:
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    layer = nn.AdaptiveAvgPool2d(output_size)
+    y = layer(x)
+    dx = layer.backward(np.ones_like(y))
+    assert is_channels_last(dx) == channels_last
+    bin_size = (4 // y.shape[2]) * (8 // y.shape[3])
+    np.testing.assert_array_equal(dx, np.full(x.shape, 1 / bin_size, dtype=np.float32))

@@ -22,7 +22,7 @@ Names follow torchvision (``conv1, bn1, layer1..layer4, fc``; in blocks ``conv1,
 bn2[, conv3, bn3], downsample``), so ``state_dict()`` keys are exactly torchvision's.
 """
 from .. import nn
-from ..backend import get_array_module
+from ..backend import get_array_module, is_channels_last
 from ..nn import init
 
 
@@ -74,7 +74,7 @@ def _zeros_in_layout_of(like, shape):
     """Zeros of NCHW ``shape``, channels-last in memory when ``like`` is: the convolutions work
     channels-last inside, and the residual add is twice as fast on operands of one layout."""
     xp = get_array_module(like)
-    if like.ndim == 4 and like.transpose(0, 2, 3, 1).flags.c_contiguous:
+    if is_channels_last(like):
         n, c, h, w = shape
         return xp.zeros((n, h, w, c), dtype=like.dtype).transpose(0, 3, 1, 2)
     return xp.zeros(shape, dtype=like.dtype)

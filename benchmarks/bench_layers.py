@@ -23,8 +23,9 @@ and the input gradient), next to NumPy's own matmul on the same GEMM shape,
 The *GEMM share* is the time of the layer's own ``numpy.matmul`` calls (timed inside the layer,
 see ``MatmulClock``) over the layer's time: the rest is im2col, col2im and layout work, and the
 target is >= 75% for every 3x3 convolution of ResNet-18-CIFAR. Beside it, the same with NumPy's
-time for one plain GEMM per product (``cols @ W`` forward, ``colsᵀ @ dY`` and ``dY @ Wᵀ``
-backward) in place of the layer's calls: how close the layer is to its GEMMs done once each.
+time for one plain GEMM per product (``cols @ W`` forward; ``colsᵀ @ dY`` and, for dx, ``dY @ Wᵀ``
+or at stride 1 ``im2col(dy) @ W_flipped``, backward) in place of the layer's calls: how close the
+layer is to its GEMMs done once each.
 """
 import json
 import os
@@ -128,16 +129,31 @@ def gemm_flops(layer):
     return 2 * groups * pixels * k * c_out
 
 
+def flipped_kernel_route(layer):
+    """Whether minires computes dx as a convolution of dy (stride 1, padding within the kernel)."""
+    args = layer["args"]
+    reach = [d * (k - 1) for k, d in zip(args["kernel_size"], args["dilation"])]
+    return args["stride"] == (1, 1) and all(p <= r for p, r in zip(args["padding"], reach))
+
+
 def time_gemms(layer, rng, iters, warmup):
     """Median seconds of NumPy's matmul on the convolution's three GEMM shapes."""
     groups, pixels, k, c_out = gemm_shape(layer)
     cols = rng.standard_normal((groups, pixels, k), dtype=np.float32)
     weights = rng.standard_normal((groups, k, c_out), dtype=np.float32)
     grads = rng.standard_normal((groups, pixels, c_out), dtype=np.float32)
+    if flipped_kernel_route(layer):  # im2col(dy) @ W_flipped: (N*H*W, kh*kw*C_out/G) @ (.., C/G)
+        N, C, H, W = layer["input"]
+        c_in, reach = C // groups, k // (C // groups) * c_out
+        dy_cols = rng.standard_normal((groups, N * H * W, reach), dtype=np.float32)
+        input_product = (dy_cols, rng.standard_normal((groups, reach, c_in), dtype=np.float32),
+                         np.empty((groups, N * H * W, c_in), np.float32))
+    else:                            # dcols = dY @ Wᵀ, then col2im
+        input_product = (grads, weights.transpose(0, 2, 1), np.empty((groups, pixels, k), np.float32))
     products = {  # name -> (left, right, output buffer)
         "forward": (cols, weights, np.empty((groups, pixels, c_out), np.float32)),      # Y = cols @ W
         "weight": (cols.transpose(0, 2, 1), grads, np.empty((groups, k, c_out), np.float32)),  # colsᵀ @ dY
-        "input": (grads, weights.transpose(0, 2, 1), np.empty((groups, pixels, k), np.float32)),  # dY @ Wᵀ
+        "input": input_product,
     }
     seconds = {}
     for name, (left, right, out) in products.items():

@@ -356,6 +356,14 @@ def test_im2col_routes_match_torch_float64(xp, rng, case, dx_route):
     _assert_same_as_torch(ours, theirs, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("case", ["groups", "dilation", "same_even_kernel", "1x1_pad1"])
+def test_im2col_routes_gradcheck(xp, case, dx_route):
+    x_shape, kwargs = ALL_CASES[case]
+    module = nn.Conv2d(**kwargs).to(_device(xp))
+    report = check_module(module, xp.asarray(np.random.default_rng(2).standard_normal(x_shape)))
+    assert report.ok, str(report)
+
+
 @pytest.mark.parametrize("kwargs", [dict(padding=1), dict(padding=2, dilation=2), dict(groups=2)])
 def test_im2col_routes_float32(xp, rng, kwargs, dx_route):
     kwargs = dict(in_channels=32, out_channels=32, kernel_size=3, bias=False, **kwargs)

@@ -28,8 +28,9 @@ Backward. Y = cols W_matᵀ is linear in each factor, so with dY = dL/dY (a row 
     db[o]  = sum_{n, h, w} dy[n, o, h, w]
 
 At stride 1, dx is also a convolution: of dy with the kernel flipped in space and its input and
-output channels swapped (see ``_flipped_geometry``). That route is faster where it applies, and
-col2im stays for strides > 1 and as the reference.
+output channels swapped, and the im2col matrix of that convolution, ``dy_cols`` (a row per input
+pixel), gives dW too, as ``dy_colsᵀ @ x`` flipped back (derivation above ``_flipped_geometry``).
+That route is faster where it applies; col2im stays for strides > 1 and as the reference.
 
 Layout, chosen for speed while the API stays NCHW. Inside, images are channels-last (NHWC): a
 receptive field is then kh*kw runs of C contiguous numbers, so the im2col copy moves long runs,
@@ -41,16 +42,17 @@ convolution gets its NHWC view for free. ``dx`` likewise is an NCHW view of an N
 Cost. im2col is one strided view (``as_strided``) and one copy. col2im loops over the kh*kw
 kernel offsets, each adding a strided slice into the padded gradient (no ``add.at``, no loop over
 pixels); for that, backward computes dcols one kernel offset at a time (a batched matmul), so
-that each offset's slice is contiguous. The three GEMMs (forward, dW, dcols or the flipped
+that each offset's slice is contiguous. The three GEMMs (forward, dW, and dcols or the flipped
 convolution) do 2*N*H_out*W_out*C_out*(C/G)*kh*kw flops each and are most of the time.
 
 Memory. The cache keeps the input ``x`` (a reference: the layer before usually keeps it anyway)
 and the small weight matrix, not ``cols``, which is kh*kw/(s_h*s_w) times the size of the input
 (9x for a 3x3 stride-1 convolution: 302 MB in float32 for a batch of 128 with 64 channels at
-32x32). Backward copies ``cols`` again, one copy next to two GEMMs, and writes dcols over it
-(``cols`` is not needed once dW is known). ``cols`` and the padded input live in scratch
-buffers reused from call to call (``minires.nn.scratch``): a fresh 300 MB buffer pays a page
-fault per 4 KB page. A cache serves one backward pass, as in PyTorch.
+32x32). Backward makes one such copy next to its two GEMMs: at stride 1 ``dy_cols``, else
+``cols`` again, which dcols then overwrites (``cols`` is not needed once dW is known). ``cols``,
+``dy_cols`` and the padded input live in scratch buffers reused from call to call
+(``minires.nn.scratch``): a fresh 300 MB buffer pays a page fault per 4 KB page. A cache
+serves one backward pass, as in PyTorch.
 
 The shifted GEMM (stride 1, one group, few channels: see ``_uses_shifted_gemm``), no im2col.
 View the padded NHWC input as a matrix X of rows (N*H_pad*W_pad, C), a row per pixel of the
@@ -263,8 +265,8 @@ def col2im(cols, input_shape, kernel_size, stride=1, padding=0, dilation=1, grou
 class ConvCache:
     """What ``conv2d_backward`` needs: the input, the weight matrix, the shapes.
 
-    Not ``cols``: backward copies it again (one copy, cheap next to the two GEMMs), which spares
-    the 9x the input that keeping it would cost. The input itself is usually kept anyway, by the
+    Not ``cols``: backward makes one im2col copy (of dy at stride 1, else of x again), cheap next
+    to its two GEMMs, which spares the 9x the input that keeping ``cols`` would cost. The input itself is usually kept anyway, by the
     layer before (a ReLU keeps its output). A cache serves one backward pass, as in PyTorch.
     """
     x: object               # (N, C, H, W); None once used
@@ -317,11 +319,15 @@ def _conv2d_forward(layer, x, w, b, stride, padding, dilation, groups):
 
 def _im2col_conv(x, weight_matrix, b, geometry):
     """``y = im2col(x) @ W_matᵀ + b`` as an (N, C_out, H_out, W_out) view of channels-last memory."""
-    xp = get_array_module(x, weight_matrix, b)
-    N, _, _, _ = x.shape
+    return _cols_product(_im2col_scratch(x, geometry), weight_matrix, b, geometry)
+
+
+def _cols_product(cols, weight_matrix, b, geometry):
+    """``cols @ W_matᵀ + b``, a row per output pixel, as an (N, C_out, H_out, W_out) view."""
+    xp = get_array_module(cols, weight_matrix, b)
+    N, _, _, _ = geometry.input_shape
     G, C_out_group, _ = weight_matrix.shape
     H_out, W_out = geometry.output_size
-    cols = _im2col_scratch(x, geometry)
     out = xp.matmul(cols, weight_matrix.transpose(0, 2, 1))           # (G, N*H_out*W_out, C_out/G)
     if b is not None:
         out += b.reshape(G, 1, C_out_group)
@@ -534,18 +540,18 @@ def conv2d_backward(dy, cache):
 
 
 def _im2col_conv_backward(dy, cache):
-    """The im2col path's backward: dW from ``cols`` made again, dx by one of two routes."""
+    """The im2col path's backward: at stride 1 both gradients from one im2col of dy, else col2im."""
     geometry, weight_matrix = cache.geometry, cache.weight_matrix
     G, C_out_group, _ = weight_matrix.shape
-    pixels = geometry.cols_shape[1]
+    x = _take_input(cache)
     # a row per output pixel, as in forward (a free view when dy is channels-last in memory)
-    dout = dy.transpose(0, 2, 3, 1).reshape(pixels, G, C_out_group).transpose(1, 0, 2)
-    cols = _im2col_scratch(_take_input(cache), geometry)   # again: cheaper than keeping 9x the input
-    dw = _weight_gradient(cols, dout, geometry)
+    dout = dy.transpose(0, 2, 3, 1).reshape(geometry.cols_shape[1], G, C_out_group).transpose(1, 0, 2)
     flipped = _flipped_geometry(geometry, dy.shape)
     if flipped is not None:
-        dx = _im2col_conv(dy, _flipped_weight_matrix(weight_matrix, geometry), None, flipped)
+        dx, dw = _stride_one_gradients(x, dy, weight_matrix, geometry, flipped)
     else:
+        cols = _im2col_scratch(x, geometry)   # again: cheaper than keeping 9x the input
+        dw = _weight_gradient(cols, dout, geometry)
         dx = _col2im_input_gradient(dout, weight_matrix, geometry, cols)
     db = dout.sum(axis=1).reshape(G * C_out_group) if cache.has_bias else None
     return dx, dw, db
@@ -562,7 +568,7 @@ def _weight_gradient(cols, dout, geometry):
     return _weight_from_matrix(dw_matrix, (G * C_out_group, C // G, *geometry.kernel))
 
 
-# -- dx at stride 1: the convolution of dy with the flipped kernel ----------------------------------
+# -- stride 1: both gradients from the convolution of dy with the flipped kernel -------------------
 # In one dimension, with p_top the padding in front and k' = d*(k - 1) + 1 the dilated kernel,
 #
 #     y[h] = sum_i W[i] x[h + i*d - p_top]
@@ -571,9 +577,14 @@ def _weight_gradient(cols, dout, geometry):
 #
 # a stride-1 convolution of dy with the kernel flipped in space (and input and output channels
 # swapped within each group), padded by k' - 1 - p_top in front and k' - 1 - p_bottom behind.
-# So dx costs one more im2col copy and one GEMM with the long kh*kw*C_out/G contraction, in place
-# of col2im's kh*kw strided adds over 9x the input and the short C_out/G one: measured 10-30%
-# faster backward on the 3x3 convolutions of ResNet-18. The col2im route stays for the rest
+# Its im2col matrix dy_cols has a row per *input* pixel u, holding dy[u + i*d - (k' - 1 - p_top)]
+# at flipped offset i, so the weight gradient comes out of the same matrix (h = u + p_top - i*d):
+#
+#     dW[i] = sum_h dy[h] x[h + i*d - p_top] = sum_u dy_cols[u, offset k - 1 - i] x[u]
+#
+# i.e. dy_colsᵀ @ x_rows, flipped back. One im2col copy (of dy) and two GEMMs with the long
+# contractions, in place of two copies (x again, for dW) and col2im's kh*kw strided adds over 9x
+# the input after a GEMM with the short C_out/G contraction. The col2im route stays for the rest
 # (strides > 1, paddings beyond the kernel) and as the reference the tests compare with.
 def _flipped_geometry(geometry, dy_shape):
     """The geometry of dx as a convolution of dy, or None when that route does not apply."""
@@ -587,13 +598,26 @@ def _flipped_geometry(geometry, dy_shape):
                         geometry.groups)
 
 
-def _flipped_weight_matrix(weight_matrix, geometry):
-    """W'_mat[g, c, (i, j, o)] = W[g*C_out/G + o, c, kh - 1 - i, kw - 1 - j]: the kernel of dx."""
-    xp = get_array_module(weight_matrix)
-    _, C, _, _ = geometry.input_shape
-    (kh, kw), (G, C_out_group, _) = geometry.kernel, weight_matrix.shape
-    by_offset = weight_matrix.reshape(G, C_out_group, kh, kw, C // G)[:, :, ::-1, ::-1]
-    return xp.ascontiguousarray(by_offset.transpose(0, 4, 2, 3, 1)).reshape(G, C // G, kh * kw * C_out_group)
+def _flip_kernel(matrix, kernel, in_group):
+    """(G, out, (i, j, in)) -> (G, in, (kh-1-i, kw-1-j, out)): the kernel flipped in space, its
+    input and output channels swapped. Its own inverse (called with the other channel count)."""
+    xp = get_array_module(matrix)
+    (kh, kw), (G, out_group, _) = kernel, matrix.shape
+    flipped = matrix.reshape(G, out_group, kh, kw, in_group)[:, :, ::-1, ::-1]
+    return xp.ascontiguousarray(flipped.transpose(0, 4, 2, 3, 1)).reshape(G, in_group, kh * kw * out_group)
+
+
+def _stride_one_gradients(x, dy, weight_matrix, geometry, flipped):
+    """``(dx, dw)`` of a stride-1 convolution from ``dy_cols``, the im2col of dy (see above)."""
+    xp = get_array_module(x, dy)
+    N, C, H, W = geometry.input_shape
+    G, C_out_group, _ = weight_matrix.shape
+    dy_cols = _im2col_scratch(dy, flipped)                        # (G, N*H*W, kh*kw*C_out/G)
+    dx = _cols_product(dy_cols, _flip_kernel(weight_matrix, geometry.kernel, C // G), None, flipped)
+    x_rows = x.transpose(0, 2, 3, 1).reshape(N * H * W, G, C // G).transpose(1, 0, 2)
+    flipped_dw = xp.matmul(dy_cols.transpose(0, 2, 1), x_rows)  # (G, kh*kw*C_out/G, C/G), as in dW
+    dw_matrix = _flip_kernel(flipped_dw.transpose(0, 2, 1), geometry.kernel, C_out_group)
+    return dx, _weight_from_matrix(dw_matrix, (G * C_out_group, C // G, *geometry.kernel))
 
 
 def _col2im_input_gradient(dout, weight_matrix, geometry, cols):

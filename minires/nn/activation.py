@@ -40,13 +40,17 @@ def relu_backward(dy, cache):
 def _zero_where(dy, drop):
     """``where(drop, 0, dy)`` bit for bit, NaN and inf included, at the speed of ``dy * keep``.
 
-    dy's bits ANDed with all zeros (drop) or all ones (keep). NumPy's ``where`` took 4x as long
-    (measured: 10 ms against 2.4 ms on 2M float32), and ``dy * keep`` would make ``inf * 0`` NaN.
+    dy's bits ANDed with all zeros (drop) or all ones (keep), the mask built in the output's own
+    memory (no temporary as big as dy). NumPy's ``where`` took 4x as long (measured: 10 ms
+    against 2.4 ms on 2M float32), and ``dy * keep`` would make ``inf * 0`` NaN.
     """
-    unsigned = "u%d" % dy.dtype.itemsize     # the unsigned integer as wide as the float
-    mask = drop.astype(unsigned)             # 1 where dropped, 0 where kept
-    mask -= 1                                # 0 where dropped, all ones (0 - 1 wraps) where kept
-    return (dy.view(unsigned) & mask).view(dy.dtype)
+    xp = get_array_module(dy)
+    dx = xp.empty_like(dy)
+    mask = dx.view("u%d" % dy.dtype.itemsize)  # the unsigned integer as wide as the float
+    xp.copyto(mask, drop)                      # 1 where dropped, 0 where kept
+    mask -= 1                                  # 0 where dropped, all ones (0 - 1 wraps) where kept
+    xp.bitwise_and(mask, dy.view(mask.dtype), out=mask)
+    return dx
 
 
 class ReLU(Module):

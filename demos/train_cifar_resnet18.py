@@ -104,7 +104,8 @@ def print_epoch(row, epochs):
     print(f"epoch {row['epoch']:>3}/{epochs}  lr {row['lr']:.4f}  "
           f"train loss {row['train_loss']:.3f} acc {row['train_accuracy']:6.2%}  "
           f"test loss {row['test_loss']:.3f} acc {row['test_accuracy']:6.2%}  "
-          f"{row['seconds'] / 60:5.1f} min  {row['images_per_second']:6.0f} img/s", flush=True)
+          f"{row['seconds'] / 60:5.1f} min  {row['images_per_second']:6.0f} img/s  "
+          f"(+ {row['test_seconds']:.0f} s test)", flush=True)
 
 
 def main(argv=None):

@@ -71,11 +71,11 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler=None, device=
 
 
 def evaluate(model, loader, num_classes=10, device="cpu", progress=True, desc="test"):
-    """Loss, accuracy and confusion matrix (rows: true class, columns: predicted) in eval mode."""
+    """Loss, accuracy, confusion matrix (rows: true class, columns: predicted) and seconds, in eval mode."""
     model.eval()
     criterion = CrossEntropyLoss()
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
-    loss_sum, seen = 0.0, 0
+    loss_sum, seen, start = 0.0, 0, time.perf_counter()
     with no_grad():
         for images, labels in tqdm(loader, desc=desc, disable=not progress, leave=False, unit="batch"):
             logits = model(to_device(images, device))
@@ -85,7 +85,7 @@ def evaluate(model, loader, num_classes=10, device="cpu", progress=True, desc="t
                                      minlength=num_classes ** 2).reshape(num_classes, num_classes)
             seen += len(labels)
     return {"loss": loss_sum / max(seen, 1), "accuracy": np.trace(confusion) / max(seen, 1),
-            "confusion": confusion}
+            "confusion": confusion, "seconds": time.perf_counter() - start}
 
 
 def _to_host(value):
@@ -132,7 +132,8 @@ def write_metrics(history, out_dir):
     with atomic_write(Path(out_dir) / "metrics.json", "w") as f:
         json.dump(rows, f, indent=2)
     with atomic_write(Path(out_dir) / "metrics.csv", "w") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["epoch"])
+        columns = list(dict.fromkeys(key for row in rows for key in row)) or ["epoch"]  # every row's keys
+        writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
 
@@ -143,7 +144,8 @@ def fit(model, optimizer, train_loader, test_loader, epochs, out_dir, scheduler=
 
     With ``resume=True`` and a checkpoint in ``out_dir``, training continues after the last
     finished epoch. ``on_epoch_end(history, test_result)`` is called after each checkpoint.
-    Returns the history: one dict per epoch (epoch, lr, train_*, test_*, seconds, images/s).
+    Returns the history: one dict per epoch (epoch, lr at its start, train_*, test_*, seconds of
+    training with data loading, images/s, test_seconds of the evaluation).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -162,7 +164,7 @@ def fit(model, optimizer, train_loader, test_loader, epochs, out_dir, scheduler=
         history.append({"epoch": epoch + 1, "lr": lr, "train_loss": train["loss"],
                         "train_accuracy": train["accuracy"], "test_loss": test["loss"],
                         "test_accuracy": float(test["accuracy"]), "seconds": train["seconds"],
-                        "images_per_second": train["images_per_second"]})
+                        "images_per_second": train["images_per_second"], "test_seconds": test["seconds"]})
         save_checkpoint(checkpoint, model, optimizer, scheduler, train_loader, epoch, history)
         write_metrics(history, out_dir)
         if on_epoch_end is not None:

@@ -106,3 +106,12 @@ def test_a_cifar_resnet_trains_a_step():
     loader = data.DataLoader((images, labels), 8)
     result = train.train_one_epoch(model, loader, nn.CrossEntropyLoss(), opt, progress=False)
     assert np.isfinite(result["loss"]) and all(p.grad is not None for p in model.parameters())
+
+
+def test_metrics_files_keep_every_column_of_every_epoch(tmp_path):
+    """A history whose rows differ in columns (e.g. resumed from an older checkpoint) still writes."""
+    history = [{"epoch": 1, "train_loss": 2.0}, {"epoch": 2, "train_loss": 1.5, "test_seconds": 3.0}]
+    train.write_metrics(history, tmp_path)
+    lines = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert lines == ["epoch,train_loss,test_seconds", "1,2.0,", "2,1.5,3.0"]
+    assert json.loads((tmp_path / "metrics.json").read_text()) == history

@@ -132,27 +132,31 @@ def test_batch_of_one(xp, rng):
     _assert_same_as_torch(ours, theirs, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("stride", [1, 2], ids=["stride1_flipped_kernel_route", "stride2_col2im_route"])
 @pytest.mark.parametrize("view", ["transposed", "sliced", "channels_last", "reversed"])
-def test_non_contiguous_input(xp, rng, view):
+def test_non_contiguous_input(xp, rng, view, stride):
     make = {
         "transposed": lambda x: xp.ascontiguousarray(x.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2),
         "sliced": lambda x: xp.repeat(x, 2, axis=3)[:, :, :, ::2],
         "channels_last": lambda x: xp.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2),
         "reversed": lambda x: xp.ascontiguousarray(x[:, ::-1])[:, ::-1],
     }[view]
-    kwargs = dict(in_channels=4, out_channels=6, kernel_size=3, stride=2, padding=1, groups=2)
+    kwargs = dict(in_channels=4, out_channels=6, kernel_size=3, stride=stride, padding=1, groups=2)
     ours, theirs = _run_both(xp, rng, (2, 4, 6, 7), kwargs, np.float64, make_input=make)
     _assert_same_as_torch(ours, theirs, rtol=1e-10, atol=1e-12)
 
 
-def test_non_contiguous_upstream_gradient(xp, rng):
-    x = xp.asarray(rng.standard_normal((2, 3, 6, 6)))
-    w = xp.asarray(rng.standard_normal((4, 3, 3, 3)))
-    y, cache = conv2d_forward(x, w, None, stride=2, padding=1)
-    dy = xp.asarray(rng.standard_normal((2, 4, 3, 6)))[..., ::2]     # a strided slice
+@pytest.mark.parametrize("stride, groups", [(2, 1), (1, 2)], ids=["col2im_route", "flipped_kernel_route"])
+def test_non_contiguous_upstream_gradient(xp, rng, stride, groups):
+    x = xp.asarray(rng.standard_normal((2, 4, 6, 6)))
+    w = xp.asarray(rng.standard_normal((4, 4 // groups, 3, 3)))
+    y, cache = conv2d_forward(x, w, None, stride=stride, padding=1, groups=groups)
+    dy = xp.asarray(rng.standard_normal((*y.shape[:3], 2 * y.shape[3])))[..., ::2]     # a strided slice
+    dy_before = dy.copy()
     dx, dw, _ = conv2d_backward(dy, cache)
+    assert bool(xp.array_equal(dy, dy_before))
     x_ref, w_ref = to_torch(x, True), to_torch(w, True)
-    F.conv2d(x_ref, w_ref, None, stride=2, padding=1).backward(to_torch(dy))
+    F.conv2d(x_ref, w_ref, None, stride=stride, padding=1, groups=groups).backward(to_torch(dy))
     assert_close(dx, x_ref.grad, what="input gradient")
     assert_close(dw, w_ref.grad, what="weight gradient")
 

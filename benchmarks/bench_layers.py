@@ -372,7 +372,8 @@ def format_report(result):
         "`cols (P×K) @ W (K×C_out)` alone, on fresh arrays in the minires worker. GEMM share: the time of "
         "the layer's own `numpy.matmul` calls over the layer's time (the rest is im2col, col2im and "
         "layout work). NumPy GEMMs / layer time: the same with NumPy's time for one GEMM per product "
-        "(forward `cols @ W`; backward `colsᵀ @ dY` and, for dx, `dY @ Wᵀ`, or at stride 1 `im2col(dy) @ W_flipped`) in place of the layer's own calls. "
+        "(forward `cols @ W`; backward `colsᵀ @ dY` and, for dx, `dY @ Wᵀ`, or at stride 1 "
+        "`im2col(dy) @ W_flipped`) in place of the layer's own calls. "
         + (f"3×3 convolutions whose GEMM share is below the {GEMM_SHARE_TARGET:.0%} target: "
            f"{'; '.join(short_of_target)}." if short_of_target
            else f"Every 3×3 convolution meets the {GEMM_SHARE_TARGET:.0%} GEMM-share target."),

@@ -266,8 +266,9 @@ class ConvCache:
     """What ``conv2d_backward`` needs: the input, the weight matrix, the shapes.
 
     Not ``cols``: backward makes one im2col copy (of dy at stride 1, else of x again), cheap next
-    to its two GEMMs, which spares the 9x the input that keeping ``cols`` would cost. The input itself is usually kept anyway, by the
-    layer before (a ReLU keeps its output). A cache serves one backward pass, as in PyTorch.
+    to its two GEMMs, which spares the 9x the input that keeping ``cols`` would cost. The input
+    itself is usually kept anyway, by the layer before (a ReLU keeps its output). A cache serves
+    one backward pass, as in PyTorch.
     """
     x: object               # (N, C, H, W); None once used
     weight_matrix: object   # (G, C_out/G, kh*kw*C/G)

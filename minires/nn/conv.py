@@ -363,10 +363,10 @@ def _block_rows(C, C_out):
 def _uses_shifted_gemm(device, geometry, C_out):
     """Stride-1 single-group convolutions with few channels take the shifted-GEMM path on the CPU.
 
-    Measured (forward + backward, batch 128): 16 -> 16 channels on 32x32 take 39 ms here against
-    im2col's 52, and a 3-channel stem 20 against 25 (im2col's copy is most of its time there);
-    from 32 -> 32 channels on (26 against 36 ms on 16x16) the GEMMs get too small for their
-    count and im2col's few big GEMMs win, as they do on the small grids of deep layers.
+    Measured (forward + backward, batch 128): 16 -> 16 channels on 32x32 take 33 ms here against
+    im2col's 41, and a 3 -> 16 stem 18 against 41 (im2col's GEMMs with 3 columns are slow there);
+    from 32 -> 32 channels on (23 ms on im2col against 31 on 16x16) the GEMMs get too small for
+    their count and im2col's few big GEMMs win, as they do on the small grids of deep layers.
     The blocking is tuned to OpenBLAS; on a GPU thousands of small GEMMs would be thousands of
     kernel launches, so other array modules keep im2col's few large GEMMs (unmeasured there).
     """

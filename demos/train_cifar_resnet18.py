@@ -45,6 +45,8 @@ def parse_args(argv=None):
     p.add_argument("--weight-decay", type=float, default=5e-4,
                    help="on conv/linear weights only (not on biases or batch-norm parameters)")
     p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: average the logits of each test image and its mirror")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=DEFAULT_DATA,
                    help="folder that holds cifar-10-batches-py/ (env MINIRES_DATA)")
@@ -124,7 +126,7 @@ def main(argv=None):
 
     if args.eval_only:
         train.load_checkpoint(args.out / train.CHECKPOINT_NAME, model, optimizer, scheduler)
-        result = train.evaluate(model, test_loader, device=args.device, progress=progress)
+        result = train.evaluate(model, test_loader, device=args.device, progress=progress, flip=args.tta)
         print(f"test loss {result['loss']:.3f}  accuracy {result['accuracy']:.2%}")
         plot_confusion_matrix(result["confusion"], classes, args.out / "confusion_matrix.png")
         return result
@@ -141,7 +143,7 @@ def main(argv=None):
     try:
         history = train.fit(model, optimizer, train_loader, test_loader, args.epochs, args.out, scheduler,
                             train.CrossEntropyLoss(label_smoothing=args.label_smoothing), args.device,
-                            resume=args.resume, progress=progress, on_epoch_end=report)
+                            resume=args.resume, progress=progress, on_epoch_end=report, flip_test=args.tta)
     except train.NonFiniteLossError as error:
         sys.exit(f"stopped: {error}")
     if history:

@@ -70,15 +70,22 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler=None, device=
             "images_per_second": seen / seconds if seconds else 0.0}
 
 
-def evaluate(model, loader, num_classes=10, device="cpu", progress=True, desc="test"):
-    """Loss, accuracy, confusion matrix (rows: true class, columns: predicted) and seconds, in eval mode."""
+def evaluate(model, loader, num_classes=10, device="cpu", progress=True, desc="test", flip=False):
+    """Loss, accuracy, confusion matrix (rows: true class, columns: predicted) and seconds, in eval mode.
+
+    ``flip=True`` is test-time augmentation: the logits of each image and of its mirror image
+    (a view the training flips have shown the model) are averaged. It costs a second forward pass.
+    """
     model.eval()
     criterion = CrossEntropyLoss()
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
     loss_sum, seen, start = 0.0, 0, time.perf_counter()
     with no_grad():
         for images, labels in tqdm(loader, desc=desc, disable=not progress, leave=False, unit="batch"):
-            logits = model(to_device(images, device))
+            x = to_device(images, device)
+            logits = model(x)
+            if flip:
+                logits = (logits + model(x[..., ::-1])) / 2
             loss_sum += float(criterion(logits, to_device(labels, device))) * len(labels)
             predicted = asnumpy(logits.argmax(axis=1))
             confusion += np.bincount(labels * num_classes + predicted,
@@ -139,11 +146,12 @@ def write_metrics(history, out_dir):
 
 
 def fit(model, optimizer, train_loader, test_loader, epochs, out_dir, scheduler=None, criterion=None,
-        device="cpu", resume=False, num_classes=10, progress=True, on_epoch_end=None):
+        device="cpu", resume=False, num_classes=10, progress=True, on_epoch_end=None, flip_test=False):
     """Train for ``epochs`` epochs, evaluating and checkpointing after each one.
 
     With ``resume=True`` and a checkpoint in ``out_dir``, training continues after the last
-    finished epoch. ``on_epoch_end(history, test_result)`` is called after each checkpoint.
+    finished epoch. ``on_epoch_end(history, test_result)`` is called after each checkpoint;
+    ``flip_test`` evaluates with the mirror images too (see ``evaluate``).
     Returns the history: one dict per epoch (epoch, lr at its start, train_*, test_*, seconds of
     training with data loading, images/s, test_seconds of the evaluation).
     """
@@ -160,7 +168,7 @@ def fit(model, optimizer, train_loader, test_loader, epochs, out_dir, scheduler=
         lr = optimizer.param_groups[0]["lr"]
         train = train_one_epoch(model, train_loader, criterion, optimizer, scheduler, device, progress,
                                 desc=f"epoch {epoch + 1}/{epochs}")
-        test = evaluate(model, test_loader, num_classes, device, progress)
+        test = evaluate(model, test_loader, num_classes, device, progress, flip=flip_test)
         history.append({"epoch": epoch + 1, "lr": lr, "train_loss": train["loss"],
                         "train_accuracy": train["accuracy"], "test_loss": test["loss"],
                         "test_accuracy": float(test["accuracy"]), "seconds": train["seconds"],

@@ -115,3 +115,21 @@ def test_metrics_files_keep_every_column_of_every_epoch(tmp_path):
     lines = (tmp_path / "metrics.csv").read_text().splitlines()
     assert lines == ["epoch,train_loss,test_seconds", "1,2.0,", "2,1.5,3.0"]
     assert json.loads((tmp_path / "metrics.json").read_text()) == history
+
+
+def test_evaluate_with_flip_averages_the_logits_of_the_mirror_images():
+    images, labels = patterns(40)
+    loader = data.DataLoader((images, labels), 16, transform=data.ToFloat())
+    minires.manual_seed(3)
+    model = tiny_cnn()
+    result = train.evaluate(model, loader, progress=False, flip=True)
+    x = data.ToFloat()(images)
+    model.eval()
+    with minires.no_grad():
+        logits = (model(x) + model(np.ascontiguousarray(x[..., ::-1]))) / 2
+    expected = nn.CrossEntropyLoss()(logits, labels)
+    assert result["accuracy"] == np.mean(logits.argmax(axis=1) == labels)
+    assert result["loss"] == pytest.approx(float(expected), rel=1e-6)
+    assert result["confusion"].sum() == 40
+    plain = train.evaluate(model, loader, progress=False)
+    assert plain["loss"] != pytest.approx(result["loss"], rel=1e-6)  # the mirror images did count

@@ -543,18 +543,18 @@ def conv2d_backward(dy, cache):
 def _im2col_conv_backward(dy, cache):
     """The im2col path's backward: at stride 1 both gradients from one im2col of dy, else col2im."""
     geometry, weight_matrix = cache.geometry, cache.weight_matrix
-    G, C_out_group, _ = weight_matrix.shape
     x = _take_input(cache)
-    # a row per output pixel, as in forward (a free view when dy is channels-last in memory)
-    dout = dy.transpose(0, 2, 3, 1).reshape(geometry.cols_shape[1], G, C_out_group).transpose(1, 0, 2)
     flipped = _flipped_geometry(geometry, dy.shape)
     if flipped is not None:
         dx, dw = _stride_one_gradients(x, dy, weight_matrix, geometry, flipped)
     else:
+        G, C_out_group, _ = weight_matrix.shape
+        # a row per output pixel, as in forward (a free view when dy is channels-last in memory)
+        dout = dy.transpose(0, 2, 3, 1).reshape(geometry.cols_shape[1], G, C_out_group).transpose(1, 0, 2)
         cols = _im2col_scratch(x, geometry)   # again: cheaper than keeping 9x the input
         dw = _weight_gradient(cols, dout, geometry)
         dx = _col2im_input_gradient(dout, weight_matrix, geometry, cols)
-    db = dout.sum(axis=1).reshape(G * C_out_group) if cache.has_bias else None
+    db = dy.sum(axis=(0, 2, 3)) if cache.has_bias else None
     return dx, dw, db
 
 

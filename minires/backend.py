@@ -61,9 +61,13 @@ def cupy_available():
 
 
 def asnumpy(x):
-    """A NumPy array with the values of ``x`` (copies from the GPU when needed)."""
-    if _cupy is not None and isinstance(x, _cupy.ndarray):
-        return _cupy.asnumpy(x)
+    """A NumPy array with the values of ``x`` (copies from the GPU when needed).
+
+    A device array is copied with its ``get()``, CuPy's explicit device-to-host transfer (which
+    a registered back-end's arrays must offer too).
+    """
+    if _lookup(x)[0] is not None:
+        return x.get()
     return np.asarray(x)
 
 

@@ -3,9 +3,16 @@
     python demos/train_cifar_resnet18.py --download                  # ResNet-18, the full recipe
     python demos/train_cifar_resnet18.py --model resnet20 --epochs 10   # 87.3% (88.4% with --tta), ~40 min on 2 cores
     python demos/train_cifar_resnet18.py --subset 2000 --epochs 2       # a quick look
+    python demos/train_cifar_resnet18.py --model resnet20 --processes 2  # 2 processes (the [mpi] extra)
+    mpiexec -n 2 python demos/train_cifar_resnet18.py --model resnet20  # the same, started by hand
 
 Writes into the run folder (--out): checkpoint.pkl (resume with --resume), metrics.csv,
 metrics.json, curves.png, confusion_matrix.png and config.json.
+
+Several processes (minires.distributed): each trains on its shard of every batch of --batch-size
+and the gradients are summed, so the recipe does not change with their number; batch norm is
+synchronised over them (--no-sync-bn: each process's own statistics); only the first prints and
+writes. Under mpiexec each process gets its share of the machine's cores for NumPy's BLAS.
 """
 import argparse
 import json
@@ -15,8 +22,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+
+def share_the_cores_under_mpiexec():
+    """K processes on one machine each get cores / K BLAS threads (unless set): all cores each would
+    make them fight. Runs before NumPy is imported, which reads these variables once."""
+    local_processes = os.environ.get("MPI_LOCALNRANKS") or os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE")
+    if local_processes:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(name, str(max(1, cores // int(local_processes))))
+
+
+share_the_cores_under_mpiexec()
+
 import minires  # noqa: E402
-from minires import data, models, optim, train  # noqa: E402
+from minires import data, distributed, models, nn, optim, train  # noqa: E402
 from minires.io import atomic_write  # noqa: E402
 from minires.plots import plot_confusion_matrix, plot_training_curves  # noqa: E402
 
@@ -57,6 +77,11 @@ def parse_args(argv=None):
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--eval-only", action="store_true", help="evaluate the checkpoint in --out on the test set")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+    p.add_argument("--processes", type=int, default=None,
+                   help="train with N processes (data parallel, needs the [mpi] extra): starts mpiexec "
+                        "itself (default: 1, or as many as mpiexec started)")
+    p.add_argument("--no-sync-bn", action="store_true",
+                   help="with several processes: batch norm on each process's shard, not the global batch")
     args = p.parse_args(argv)
     args.out = Path(args.out or Path("runs") / args.model)
     return args
@@ -72,16 +97,34 @@ def build_model(args):
     return factory(**kwargs)
 
 
-def build_loaders(args):
+def start_processes(args, argv):
+    """``--processes N`` without mpiexec: this script again as N processes under mpiexec (this
+    process is replaced), or one process and a hint when the [mpi] extra is missing."""
+    launched = distributed.launcher_world_size()
+    if launched is not None:
+        if args.processes not in (None, launched):
+            raise ValueError(f"--processes {args.processes}, but mpiexec started {launched} processes: "
+                             "give one or the other")
+        return
+    if args.processes is not None and args.processes < 1:
+        raise ValueError(f"--processes must be at least 1, got {args.processes}")
+    if (args.processes or 1) > 1:
+        distributed.relaunch(args.processes, [str(Path(__file__).resolve()), *argv])
+        print(f"--processes {args.processes}: mpi4py and mpiexec not found, training in one process "
+              f"({distributed.INSTALL_HINT} for {args.processes})", flush=True)
+
+
+def build_loaders(args, group):
     train_set = data.CIFAR10(args.data_dir, train=True, download=args.download)
     test_set = data.CIFAR10(args.data_dir, train=False)
     if args.subset:
         train_set = data.Subset.first(train_set, args.subset)
     normalize = [data.ToFloat(), data.Normalize(data.CIFAR10_MEAN, data.CIFAR10_STD)]
     augment = data.Compose([data.RandomCrop(32, padding=4), data.RandomHorizontalFlip(), *normalize])
+    shard = {"rank": group.rank, "world_size": group.world_size}
     train_loader = data.DataLoader(train_set, args.batch_size, shuffle=True, drop_last=True,
-                                   transform=augment, seed=args.seed)
-    test_loader = data.DataLoader(test_set, 500, transform=data.Compose(normalize))
+                                   transform=augment, seed=args.seed, **shard)
+    test_loader = data.DataLoader(test_set, 500, transform=data.Compose(normalize), **shard)
     return train_loader, test_loader, test_set.classes
 
 
@@ -110,30 +153,47 @@ def print_epoch(row, epochs):
           f"(+ {row['test_seconds']:.0f} s test)", flush=True)
 
 
+def describe_processes(group, args):
+    if group.world_size == 1:
+        return ""
+    norm = "per-process batch norm" if args.no_sync_bn else "synchronised batch norm"
+    return f" in {group.world_size} processes ({norm})"
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    start_processes(args, argv)
+    group = distributed.get_group()
+    is_main = group.rank == 0
+    say = print if is_main else (lambda *_, **__: None)  # only the first process prints
     minires.manual_seed(args.seed)
-    model = build_model(args).to(args.device)
-    train_loader, test_loader, classes = build_loaders(args)
+    model = build_model(args)
+    if group.world_size > 1 and not args.no_sync_bn:
+        nn.convert_sync_batchnorm(model)
+    model.to(args.device)
+    train_loader, test_loader, classes = build_loaders(args, group)
     optimizer = optim.SGD(optim.weight_decay_groups(model, args.weight_decay), lr=args.lr,
                           momentum=args.momentum, nesterov=args.nesterov)
     scheduler = build_schedule(args, optimizer, len(train_loader))
     progress = not args.no_progress
     n_params = sum(p.size for p in model.parameters())
-    print(f"{args.model}{' (plain)' if args.plain else ''}: {n_params:,} parameters on {args.device}; "
-          f"{len(train_loader.dataset.targets):,} training and {len(test_loader.dataset.targets):,} test "
-          f"images; run folder {args.out}")
+    say(f"{args.model}{' (plain)' if args.plain else ''}: {n_params:,} parameters on {args.device}"
+        f"{describe_processes(group, args)}; {len(train_loader.dataset.targets):,} training and "
+        f"{len(test_loader.dataset.targets):,} test images; run folder {args.out}", flush=True)
 
     if args.eval_only:
         train.load_checkpoint(args.out / train.CHECKPOINT_NAME, model, optimizer, scheduler)
         result = train.evaluate(model, test_loader, device=args.device, progress=progress, flip=args.tta)
-        print(f"test loss {result['loss']:.3f}  accuracy {result['accuracy']:.2%}")
-        plot_confusion_matrix(result["confusion"], classes, args.out / "confusion_matrix.png")
+        say(f"test loss {result['loss']:.3f}  accuracy {result['accuracy']:.2%}")
+        if is_main:
+            plot_confusion_matrix(result["confusion"], classes, args.out / "confusion_matrix.png")
         return result
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    with atomic_write(args.out / "config.json", "w") as f:
-        json.dump({k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, f, indent=2)
+    if is_main:
+        args.out.mkdir(parents=True, exist_ok=True)
+        with atomic_write(args.out / "config.json", "w") as f:
+            json.dump({k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, f, indent=2)
 
     def report(history, test):
         print_epoch(history[-1], args.epochs)
@@ -144,11 +204,11 @@ def main(argv=None):
         history = train.fit(model, optimizer, train_loader, test_loader, args.epochs, args.out, scheduler,
                             train.CrossEntropyLoss(label_smoothing=args.label_smoothing), args.device,
                             resume=args.resume, progress=progress, on_epoch_end=report, flip_test=args.tta)
-    except train.NonFiniteLossError as error:
-        sys.exit(f"stopped: {error}")
+    except train.NonFiniteLossError as error:  # raised on every process at the same step
+        sys.exit(f"stopped: {error}" if is_main else 1)
     if history:
         best = max(row["test_accuracy"] for row in history)
-        print(f"done: final test accuracy {history[-1]['test_accuracy']:.2%} (best {best:.2%}); "
+        say(f"done: final test accuracy {history[-1]['test_accuracy']:.2%} (best {best:.2%}); "
               f"files in {args.out}")
     return history
 

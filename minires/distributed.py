@@ -136,7 +136,7 @@ _group = None
 
 
 def launcher_world_size(environ=None):
-    """The number of processes ``mpiexec`` started, read from the environment; 1 without mpiexec."""
+    """The number of processes ``mpiexec`` started, read from the environment; ``None`` without mpiexec."""
     environ = os.environ if environ is None else environ
     for name in _LAUNCHER_SIZE_VARIABLES:
         if name in environ:
@@ -145,7 +145,7 @@ def launcher_world_size(environ=None):
             except ValueError:
                 raise ValueError(f"minires.distributed: the launcher's {name} should be a number of "
                                  f"processes, got {environ[name]!r}") from None
-    return 1
+    return None
 
 
 def _start_mpi(size):
@@ -168,7 +168,7 @@ def get_group():
     global _group
     if _group is None:
         size = launcher_world_size()
-        _group = SingleProcessGroup() if size == 1 else _start_mpi(size)
+        _group = SingleProcessGroup() if size in (None, 1) else _start_mpi(size)
     return _group
 
 

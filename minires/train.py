@@ -15,6 +15,15 @@ of minires' random generator. The loader draws each epoch's order and augmentati
 on the CPU, two epochs straight and one epoch + resume + one epoch give identical weights.
 Checkpoints are written atomically; a non-finite loss stops the run before the weights are
 touched, so the last checkpoint on disk is still the last good one.
+
+Data parallelism (``mpiexec -n K``, see ``minires.distributed``): give the loaders the rank and
+world size, and the same loop trains on the global batch. Each step sums the shards' losses and
+counts over the processes (the printed loss and the non-finite guard are the global batch's, so
+all ranks stop at the same step), scales ``dlogits`` by the shard's share ``n_r / N`` and sums the
+gradients after backward: the gradient of the mean loss over the global batch. ``fit`` starts
+from rank 0's weights, lets rank 0 alone read and write files (it reads the checkpoint and sends
+it to the others) and gives every rank rank 0's buffers before evaluating; evaluation counts are
+summed, so the accuracy is the whole test set's. With one process all of this is the identity.
 """
 import csv
 import json
@@ -25,6 +34,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from . import distributed
 from . import random as mr_random
 from .backend import asnumpy, to_device
 from .grad_mode import no_grad
@@ -45,24 +55,32 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler=None, device=
     """
     model.train()
     loss_sum, correct, seen, start = 0.0, 0, 0, time.perf_counter()
+    progress = progress and distributed.is_main_process()
     bar = tqdm(loader, desc=desc, disable=not progress, leave=False, unit="batch", dynamic_ncols=True)
     for batch, (images, labels) in enumerate(bar):
         x, y = to_device(images, device), to_device(labels, device)
         logits = model(x)
-        loss = float(criterion(logits, y))
+        shard_loss = float(criterion(logits, y))
+        batch_loss_sum, batch_size, batch_correct = distributed.sum_over_processes(
+            shard_loss * len(labels), len(labels), int((logits.argmax(axis=1) == y).sum()))
+        loss = batch_loss_sum / batch_size   # the global batch's, the same on every rank
         if not math.isfinite(loss):
             bar.close()
             raise NonFiniteLossError(f"the training loss became {loss} at batch {batch} of {desc}; "
                                      "training stopped before updating the weights (the last "
                                      "checkpoint is the last good one). Try a lower learning rate.")
         optimizer.zero_grad()
-        model.backward(criterion.backward())
+        dlogits = criterion.backward()
+        if batch_size != len(labels):  # a shard of n_r of the N samples: weight n_r / N
+            dlogits *= len(labels) / batch_size
+        model.backward(dlogits)
+        distributed.allreduce_gradients(model)
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
-        loss_sum += loss * len(labels)
-        correct += int((logits.argmax(axis=1) == y).sum())
-        seen += len(labels)
+        loss_sum += batch_loss_sum
+        correct += int(batch_correct)
+        seen += int(batch_size)
         rate = seen / (time.perf_counter() - start)
         bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.1%}", img_s=f"{rate:.0f}")
     seconds = time.perf_counter() - start
@@ -80,8 +98,11 @@ def evaluate(model, loader, num_classes=10, device="cpu", progress=True, desc="t
     criterion = CrossEntropyLoss()
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
     loss_sum, seen, start = 0.0, 0, time.perf_counter()
+    progress = progress and distributed.is_main_process()
     with no_grad():
         for images, labels in tqdm(loader, desc=desc, disable=not progress, leave=False, unit="batch"):
+            if len(labels) == 0:  # a rank's shard of a last batch smaller than the number of ranks
+                continue
             x = to_device(images, device)
             logits = model(x)
             if flip:
@@ -91,6 +112,8 @@ def evaluate(model, loader, num_classes=10, device="cpu", progress=True, desc="t
             confusion += np.bincount(labels * num_classes + predicted,
                                      minlength=num_classes ** 2).reshape(num_classes, num_classes)
             seen += len(labels)
+    loss_sum, seen = distributed.sum_over_processes(loss_sum, seen)  # every rank's shard of the test set
+    distributed.get_group().all_reduce(confusion)
     return {"loss": loss_sum / max(seen, 1), "accuracy": np.trace(confusion) / max(seen, 1),
             "confusion": confusion, "seconds": time.perf_counter() - start}
 
@@ -121,8 +144,11 @@ def save_checkpoint(path, model, optimizer, scheduler, loader, epoch, history):
 
 
 def load_checkpoint(path, model, optimizer, scheduler=None, loader=None):
-    """Restore a checkpoint written by ``save_checkpoint``; returns ``(epoch, history)``."""
-    state = load_pickle(path)
+    """Restore a checkpoint written by ``save_checkpoint``; returns ``(epoch, history)``.
+
+    In a run of several processes rank 0 reads the file and sends its contents to the others.
+    """
+    state = distributed.main_process_result(load_pickle, path)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and state["scheduler"] is not None:
@@ -150,17 +176,20 @@ def fit(model, optimizer, train_loader, test_loader, epochs, out_dir, scheduler=
     """Train for ``epochs`` epochs, evaluating and checkpointing after each one.
 
     With ``resume=True`` and a checkpoint in ``out_dir``, training continues after the last
-    finished epoch. ``on_epoch_end(history, test_result)`` is called after each checkpoint;
+    finished epoch. ``on_epoch_end(history, test_result)`` is called after each checkpoint (on
+    rank 0 only, which alone writes files, in a run of several processes);
     ``flip_test`` evaluates with the mirror images too (see ``evaluate``).
     Returns the history: one dict per epoch (epoch, lr at its start, train_*, test_*, seconds of
     training with data loading, images/s, test_seconds of the evaluation).
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if distributed.is_main_process():
+        out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = out_dir / CHECKPOINT_NAME
     criterion = criterion or CrossEntropyLoss()
     start, history = 0, []
-    if resume and checkpoint.exists():
+    distributed.broadcast_module(model)  # every rank starts from rank 0's weights
+    if resume and distributed.main_process_result(checkpoint.exists):
         last_epoch, history = load_checkpoint(checkpoint, model, optimizer, scheduler, train_loader)
         start = last_epoch + 1
     for epoch in range(start, epochs):
@@ -168,14 +197,16 @@ def fit(model, optimizer, train_loader, test_loader, epochs, out_dir, scheduler=
         lr = optimizer.param_groups[0]["lr"]
         train = train_one_epoch(model, train_loader, criterion, optimizer, scheduler, device, progress,
                                 desc=f"epoch {epoch + 1}/{epochs}")
+        distributed.broadcast_buffers(model)  # without SyncBatchNorm each rank's statistics drifted
         test = evaluate(model, test_loader, num_classes, device, progress, flip=flip_test)
         history.append({"epoch": epoch + 1, "lr": lr, "train_loss": train["loss"],
                         "train_accuracy": train["accuracy"], "test_loss": test["loss"],
                         "test_accuracy": float(test["accuracy"]), "seconds": train["seconds"],
                         "images_per_second": train["images_per_second"], "test_seconds": test["seconds"]})
-        save_checkpoint(checkpoint, model, optimizer, scheduler, train_loader, epoch, history)
-        write_metrics(history, out_dir)
-        if on_epoch_end is not None:
-            on_epoch_end(history, test)
+        if distributed.is_main_process():
+            save_checkpoint(checkpoint, model, optimizer, scheduler, train_loader, epoch, history)
+            write_metrics(history, out_dir)
+            if on_epoch_end is not None:
+                on_epoch_end(history, test)
     return history
 

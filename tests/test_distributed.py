@@ -44,7 +44,7 @@ def test_one_process_is_world_size_1_and_never_imports_mpi4py():
     assert done.stdout.split() == ["0", "1", "True", "(1.5,", "2.0)", "False"]
 
 
-@pytest.mark.parametrize("environ, size", [({}, 1), ({"PMI_SIZE": "3", "PMI_RANK": "1"}, 3),
+@pytest.mark.parametrize("environ, size", [({}, None), ({"PMI_SIZE": "3", "PMI_RANK": "1"}, 3),
                                            ({"OMPI_COMM_WORLD_SIZE": "4"}, 4), ({"PMI_SIZE": "1"}, 1)])
 def test_the_launcher_is_read_from_the_environment(environ, size):
     assert distributed.launcher_world_size(environ) == size

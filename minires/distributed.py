@@ -158,7 +158,7 @@ def _start_mpi(size):
     if group.world_size != size:  # e.g. Open MPI's mpiexec with mpi4py on MPICH: K lone processes
         raise RuntimeError(f"minires.distributed: mpiexec started {size} processes but MPI sees "
                            f"{group.world_size}: this mpiexec does not belong to the MPI library of "
-                           f"mpi4py (use the one installed with it, {_mpiexec_path() or 'mpiexec'})")
+                           f"mpi4py (use the one installed with it, {mpiexec_path() or 'mpiexec'})")
     group.abort_on_uncaught_exception()
     return group
 
@@ -269,7 +269,7 @@ def main_process_result(function, *args, **kwargs):
 
 
 # -- starting the processes ----------------------------------------------------------------------
-def _mpiexec_path():
+def mpiexec_path():
     """The ``mpiexec`` beside this Python (the ``mpich`` package's, in a virtualenv), else on PATH."""
     beside = Path(sys.executable).parent / "mpiexec"
     return str(beside) if beside.is_file() else shutil.which("mpiexec")
@@ -281,7 +281,7 @@ def relaunch(processes, argv):
     Returns only when mpi4py or ``mpiexec`` is missing, so that the caller can go on in one
     process (and say how to get more).
     """
-    mpiexec = _mpiexec_path()
+    mpiexec = mpiexec_path()
     if mpiexec is None or importlib.util.find_spec("mpi4py") is None:
         return
     sys.stdout.flush()

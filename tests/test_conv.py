@@ -11,7 +11,7 @@ from minires import nn
 from minires.backend import asnumpy
 from minires.gradcheck import check_function, check_module
 from minires.nn.functional import col2im, conv2d_backward, conv2d_forward, im2col
-from helpers import assert_close, copy_module_weights, to_torch
+from tests.support.torch_helpers import assert_close, copy_module_weights, to_torch
 
 # torch warns that its padding="same" with an even kernel copies the input; that is its business
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same'")

@@ -1,4 +1,4 @@
-"""The CPU-side CuPy guard: op code runs on ``StrictArray`` (tests/strict_array.py), which refuses
+"""The CPU-side CuPy guard: op code runs on ``StrictArray`` (minires/testing/strict_array.py), which refuses
 what CuPy refuses, and gives the same numbers as on NumPy.
 
 First the guard itself is tested (it must refuse mixing and implicit conversion, or it guards
@@ -16,7 +16,7 @@ import minires
 from minires import backend, models, nn
 from minires.nn import functional
 
-from strict_array import StrictArray, strict_xp, to_strict
+from minires.testing.strict_array import StrictArray, strict_xp, to_strict
 
 
 @pytest.fixture(scope="session", autouse=True)

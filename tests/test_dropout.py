@@ -9,7 +9,7 @@ from minires import gradcheck, nn
 from minires.backend import asnumpy
 from minires.nn.functional import dropout_backward, dropout_forward
 
-from helpers import to_torch
+from tests.support.torch_helpers import to_torch
 
 
 @pytest.mark.parametrize("p", [0.2, 0.5, 0.8])

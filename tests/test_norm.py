@@ -10,7 +10,7 @@ from minires import gradcheck, nn
 from minires.backend import asnumpy
 from minires.nn.functional import batch_norm_backward, batch_norm_forward
 
-from helpers import assert_close, copy_module_weights, to_torch
+from tests.support.torch_helpers import assert_close, copy_module_weights, to_torch
 
 TOLERANCES = {np.float64: dict(rtol=1e-10, atol=1e-12), np.float32: dict(rtol=1e-4, atol=2e-5)}
 TORCH_DTYPES = {np.float64: torch.float64, np.float32: torch.float32}

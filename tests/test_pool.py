@@ -12,7 +12,7 @@ from minires.nn.functional import (adaptive_avg_pool2d_backward, adaptive_avg_po
                                    avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward,
                                    max_pool2d_forward)
 
-from helpers import assert_close, to_torch
+from tests.support.torch_helpers import assert_close, to_torch
 
 TOLERANCES = {np.float64: dict(rtol=1e-10, atol=1e-12), np.float32: dict(rtol=1e-5, atol=1e-6)}
 

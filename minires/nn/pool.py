@@ -25,9 +25,9 @@ stride 2) make several taps write the same input positions: they simply add up, 
 -- a loop over taps, never over pixels, never ``add.at``.
 
 Taps over stride phases (the speed trick). Strided slices make NumPy's loops slow (no SIMD;
-several times slower than contiguous ones). But position
-``o*s + start`` is element ``o + start // s`` of the stride phase ``x[..., r::s]``, ``r = start mod s``:
-every tap reads a plain *shifted* slice of one phase. So the input is copied once into its sh*sw
+several times slower than contiguous ones). But position ``o*s + start`` is element
+``o + start // s`` of the stride phase ``x[..., r::s]``, ``r = start mod s``: every tap reads a
+plain *shifted* slice of one phase. So the input is copied once into its sh*sw
 phases, each padded with the neutral element so that every tap reads a full output-sized slice
 (one copy of the input in total; at stride 1 the single phase is a padded copy of x). Then each
 tap reads a contiguous slice. Backward runs the same way in reverse: each tap adds its gradient

@@ -78,7 +78,9 @@ _EMPTY = object()  # no forward since the last backward
 
 
 def _with_backward_hooks(backward):
-    """Wrap a subclass's ``backward`` so that backward hooks run after the outermost call."""
+    """Wrap a subclass's ``backward``: the forward's cache is let go once the outermost call has
+    returned (not when it starts: a gradient it refuses leaves the cache for a corrected retry),
+    then the backward hooks run."""
 
     @functools.wraps(backward)
     def wrapped(self, *args, **kwargs):
@@ -89,6 +91,7 @@ def _with_backward_hooks(backward):
             grad_input = backward(self, *args, **kwargs)
         finally:
             self._in_backward = False
+        self._cache = _EMPTY  # one backward per forward, as in PyTorch
         grad_output = args[0] if args else next(iter(kwargs.values()), None)
         for hook in list(self._backward_hooks.values()):
             replaced = hook(self, grad_input, grad_output)
@@ -191,8 +194,8 @@ class Module:
         self._cache = cache if is_grad_enabled() else _NO_GRAD
 
     def _saved_for_backward(self):
-        """Hand the forward's cache to backward, once (a second backward needs a new forward)."""
-        cache, self._cache = self._cache, _EMPTY
+        """The forward's cache, for backward; it serves one backward (a second needs a new forward)."""
+        cache = self._cache
         if cache is _EMPTY:
             raise RuntimeError(f"{self.extra_name()}: backward called before forward "
                                "(or a second time after one forward)")

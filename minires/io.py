@@ -73,17 +73,6 @@ def load_npz(path):
         return OrderedDict((name, archive[name]) for name in archive.files)
 
 
-def save_pickle(obj, path):
-    """Pickle ``obj`` atomically (training checkpoints: nested dicts of arrays and numbers)."""
-    with atomic_write(path) as f:
-        pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def load_pickle(path):
-    with open(path, "rb") as f:
-        return pickle.load(f)
-
-
 # How NumPy pickles arrays, dtypes and scalars: the globals a file of arrays needs. NumPy 2
 # renamed numpy.core to numpy._core, and a file names the module of the NumPy that wrote it.
 NUMPY_GLOBALS = frozenset(

@@ -17,12 +17,12 @@ MINIRES_DEBUG=1) shows the traceback.
 import argparse
 import json
 import os
-import re
 import sys
 from pathlib import Path
 
 import minires
 from minires import data, models, optim, train
+from minires.backend import parse_device
 from minires.io import atomic_write
 from minires.plots import plot_confusion_matrix, plot_training_curves
 
@@ -48,8 +48,10 @@ def positive_int(text):
 
 
 def device_name(text):
-    if not re.fullmatch(r"cpu|cuda(:\d+)?", text):
-        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}")
+    try:
+        parse_device(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}") from None
     return text
 
 

@@ -14,7 +14,7 @@ from collections import OrderedDict, namedtuple
 
 import numpy as np
 
-from ..backend import device_of, to_device
+from ..backend import device_of, parse_device, to_device
 from ..grad_mode import is_grad_enabled
 from .checks import check_array
 
@@ -340,11 +340,13 @@ class Module:
     def to(self, device=None, dtype=None):
         """Move parameters, gradients and buffers to ``device`` and/or cast floats to ``dtype``.
 
-        ``m.to("cuda")``, ``m.to("cpu")``, ``m.to(dtype=np.float64)``, ``m.to(np.float64)``.
-        Integer buffers (``num_batches_tracked``) keep their dtype. Returns ``self``.
+        ``m.to("cuda")``, ``m.to("cpu")``, ``m.to(dtype=np.float64)``, ``m.to(np.float64)``: a string
+        is a device, as in PyTorch. Integer buffers (``num_batches_tracked``) keep their dtype. Returns ``self``.
         """
-        if device is not None and not (isinstance(device, str) and device.split(":")[0] in ("cpu", "cuda")):
+        if device is not None and not isinstance(device, str):
             device, dtype = None, device  # m.to(np.float64)
+        if device is not None:
+            parse_device(device)  # a clear error for "gpu" or "cuda:x" before anything moves
         dtype = None if dtype is None else np.dtype(dtype)
         if dtype is not None and dtype.kind != "f":
             raise TypeError(f"{type(self).__name__}.to: expected a floating-point dtype, got {dtype}")

@@ -100,6 +100,16 @@ def _name(where):
 
 
 # -- reading -------------------------------------------------------------------------------------
+class _Unreadable(Exception):
+    """Why a file is not a checkpoint, found by this module's own checks."""
+
+
+def unreadable(path, problem):
+    """The ``CheckpointError`` for a file that cannot be a checkpoint because of ``problem``."""
+    return CheckpointError(f"{path} cannot be read as a checkpoint: {problem}. Nothing in it was run. "
+                           "Use an intact copy, or delete it to start the run afresh.")
+
+
 def load_state(path):
     """The state saved by ``save_state``, or the dict of a format-1 pickle.
 
@@ -121,16 +131,6 @@ def load_state(path):
             raise unreadable(path, error) from None
         except Exception as error:  # whatever a damaged or doctored file makes the readers raise
             raise unreadable(path, f"{type(error).__name__}: {error}") from error
-
-
-class _Unreadable(Exception):
-    """Why a file is not a checkpoint, found by this module's own checks."""
-
-
-def unreadable(path, problem):
-    """The ``CheckpointError`` for a file that cannot be a checkpoint because of ``problem``."""
-    return CheckpointError(f"{path} cannot be read as a checkpoint: {problem}. Nothing in it was run. "
-                           "Use an intact copy, or delete it to start the run afresh.")
 
 
 def _decode_npz(file):
@@ -165,7 +165,7 @@ _TAGS = {
     "$scalar": lambda name, arrays: _array(name, arrays)[()],
     "$tuple": lambda items, arrays: tuple(_decode(items, arrays)),
     "$items": lambda pairs, arrays: {_decode(key, arrays): _decode(item, arrays) for key, item in pairs},
-    "$counter": lambda pairs, arrays: Counter({key: count for key, count in pairs}),
+    "$counter": lambda pairs, arrays: Counter({_decode(key, arrays): count for key, count in pairs}),
 }
 
 

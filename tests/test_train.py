@@ -212,9 +212,8 @@ def test_a_run_removes_the_temporary_files_of_killed_writes(tmp_path):
 
 
 KILLED_WRITER = """
-import os, sys, time
-sys.path.insert(0, {tests!r})
-from test_train import run
+import os, time
+from tests.test_train import run
 
 run(1, {out!r})  # epoch 1's checkpoint, written in full
 real_fdopen = os.fdopen
@@ -252,9 +251,9 @@ run(2, {out!r}, resume=True)  # killed while epoch 2's checkpoint is being writt
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
 def test_a_kill_while_the_checkpoint_is_written_keeps_the_previous_one(tmp_path):
-    out, tests = tmp_path / "run", Path(__file__).resolve().parent
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests.parent), os.environ.get("PYTHONPATH", "")])}
-    child = subprocess.Popen([sys.executable, "-c", KILLED_WRITER.format(tests=str(tests), out=str(out))],
+    out, checkout = tmp_path / "run", Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(checkout), os.environ.get("PYTHONPATH", "")])}
+    child = subprocess.Popen([sys.executable, "-c", KILLED_WRITER.format(out=str(out))],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     try:
         line = child.stdout.readline()

@@ -35,7 +35,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-import study_common  # also puts the checkout on sys.path
+import study_common  # the sibling module: python puts demos/ on sys.path
 import minires
 from minires import data, optim, train
 from minires.backend import to_device
@@ -79,7 +79,7 @@ def train_briefly(model, train_set, args):
     try:
         result = train.train_one_epoch(model, loader, train.CrossEntropyLoss(), optimizer,
                                        device=args.device, progress=False)
-    except train.NonFiniteLossError:
+    except train.NonFiniteError:
         return float("nan")
     return result["loss"]
 

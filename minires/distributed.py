@@ -38,8 +38,9 @@ The rest follows from "every rank must hold the same model":
 Failure. A rank that dies while the others wait in a collective would leave them waiting forever.
 So when MPI starts, an exception that reaches the top of any rank prints ``rank r of K failed``
 with its traceback and calls ``MPI_Abort``: ``mpiexec`` ends every process within a second or two
-and exits non-zero. (A ``sys.exit`` on one rank alone is not an exception and is not caught:
-raise instead.) Files written atomically (checkpoints) keep their last complete version.
+and exits non-zero. A ``sys.exit`` is not an exception and is not caught: a program that turns
+errors into a message and an exit status calls ``exit_all(message)`` instead, which does the same
+for any number of processes. Files written atomically (checkpoints) keep their last complete version.
 
 GPU. The MPI from the package index is not CUDA-aware: CuPy arrays are staged through host
 memory (copied to NumPy, reduced or broadcast there, copied back to the device).
@@ -251,7 +252,8 @@ def main_process_result(function, *args, **kwargs):
     """``function(*args, **kwargs)`` run on rank 0 only, its result broadcast to every rank.
 
     For reading files that only rank 0 may see (a checkpoint). An exception on rank 0 is raised
-    on every rank, so that they all stop together with the same message.
+    on every rank, so that they all stop together with the same message. ``function`` runs on
+    rank 0 alone, so it must not itself call a collective (the others would never join it).
     """
     group = get_group()
     if group.world_size == 1:
@@ -266,6 +268,20 @@ def main_process_result(function, *args, **kwargs):
     if not succeeded:
         raise value
     return value
+
+
+def exit_all(message):
+    """``sys.exit(message)`` (the message on stderr, exit status 1), for every process of the run.
+
+    With several processes this rank may fail alone while the others wait for it in a collective:
+    the message names the rank, and ``MPI_Abort`` ends them all.
+    """
+    group = get_group()
+    if group.world_size == 1:
+        sys.exit(message)
+    sys.stderr.write(f"{message} (rank {group.rank} of {group.world_size}; stopping all)\n")
+    sys.stderr.flush()
+    group.comm.Abort(1)
 
 
 # -- starting the processes ----------------------------------------------------------------------

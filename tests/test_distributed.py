@@ -19,7 +19,7 @@ import minires
 from minires import data, distributed, models, nn
 from minires.nn.functional import sync_batch_norm_backward, sync_batch_norm_forward
 
-from helpers import assert_close, to_torch
+from tests.support.torch_helpers import assert_close, to_torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -136,8 +136,8 @@ def test_sync_arithmetic_matches_torch_batch_norm(shape, momentum):
         for name, value in (("weight", gamma), ("bias", beta), ("running_mean", running_mean),
                             ("running_var", running_var)):
             getattr(reference, name).copy_(torch.from_numpy(value))
-    y, cache = sync_batch_norm_forward(x, gamma, beta, running_mean, running_var, momentum=momentum,
-                                       group=distributed.SingleProcessGroup())
+    y, cache = sync_batch_norm_forward(x, gamma, beta, running_mean=running_mean, running_var=running_var,
+                                       momentum=momentum, group=distributed.SingleProcessGroup())
     dx, dgamma, dbeta = sync_batch_norm_backward(dy, cache)
     tx = to_torch(x, requires_grad=True)
     ty = reference(tx)
@@ -159,7 +159,8 @@ def test_sync_arithmetic_needs_two_values_per_channel_over_all_processes():
 def test_sync_arithmetic_keeps_float32():
     x = np.random.default_rng(3).standard_normal((4, 2, 3, 3)).astype(np.float32)
     running_mean, running_var = np.zeros(2, np.float32), np.ones(2, np.float32)
-    y, cache = sync_batch_norm_forward(x, np.ones(2, np.float32), np.zeros(2, np.float32), running_mean, running_var)
+    y, cache = sync_batch_norm_forward(x, np.ones(2, np.float32), np.zeros(2, np.float32), running_mean=running_mean,
+                                       running_var=running_var)
     grads = sync_batch_norm_backward(np.ones_like(y), cache)
     assert all(a.dtype == np.float32 for a in (y, *grads, running_mean, running_var))
 

@@ -20,32 +20,32 @@ from pathlib import Path
 
 import pytest
 
-from cifar_files import make_cifar_folder
+from minires.testing.cifar_files import make_cifar_folder
 
 pytest.importorskip("mpi4py", reason="the [mpi] extra (mpi4py, mpich) is not installed")
 
-TESTS = Path(__file__).resolve().parent
-ROOT = TESTS.parent
+ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "demos" / "train_cifar_resnet18.py"
+SCENARIOS = "tests.support.mpi_scenarios"   # run as python -m SCENARIOS from the checkout's root
 MPIEXEC = next((str(p) for p in [Path(sys.executable).parent / "mpiexec"] if p.is_file()), shutil.which("mpiexec"))
 pytestmark = pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec (the mpich package) beside this Python")
 
 
 def environment():
-    """This checkout and the tests first on the path, one BLAS thread, no launcher variables of our own."""
+    """This checkout first on the path, one BLAS thread, no launcher variables of our own."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "OMPI_", "MPI_LOCAL"))}
-    env.update(PYTHONPATH=os.pathsep.join([str(ROOT), str(TESTS)]), OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    env.update(PYTHONPATH=str(ROOT), OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
     return env
 
 
 def mpiexec(processes, *command, timeout=240):
     return subprocess.run([MPIEXEC, "-n", str(processes), sys.executable, *map(str, command)], env=environment(),
-                          capture_output=True, text=True, timeout=timeout)
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
 def scenario(name, processes):
     """Every rank's findings, from the RESULT line rank 0 prints."""
-    done = mpiexec(processes, TESTS / "mpi_scenarios.py", name)
+    done = mpiexec(processes, "-m", SCENARIOS, name)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     assert len(lines) == 1, done.stdout  # rank 0 alone prints
@@ -80,7 +80,7 @@ def test_cupy_stand_in_is_staged_through_host_memory():
 
 def test_a_failing_rank_ends_the_job_and_names_itself():
     start = time.perf_counter()
-    done = mpiexec(2, TESTS / "mpi_scenarios.py", "failing", timeout=60)
+    done = mpiexec(2, "-m", SCENARIOS, "failing", timeout=60)
     assert done.returncode != 0
     assert time.perf_counter() - start < 30
     assert "rank 1 of 2 failed with RuntimeError: rank 1 fails on purpose" in done.stderr
@@ -118,7 +118,7 @@ def test_the_demo_in_two_processes_resumes_and_evaluates_in_one(tmp_path, capsys
     printed = wait_for_first_epoch(process, run)
     assert printed.count("in 2 processes (synchronised batch norm)") == 1   # rank 0 alone prints
     assert printed.count("epoch   1/2") == 1
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pkl", "config.json", "confusion_matrix.png",
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.npz", "config.json", "confusion_matrix.png",
                                                      "curves.png", "metrics.csv", "metrics.json"]
     first_epoch = json.loads((run / "metrics.json").read_text())[0]
 

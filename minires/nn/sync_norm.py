@@ -83,13 +83,13 @@ def _sync_batch_norm(layer, x, gamma, beta, running_mean, running_var, momentum,
     return y, SyncBatchNormCache(centred, inv_std, gamma, beta is not None, True, count, group)
 
 
-def sync_batch_norm_forward(x, gamma, beta, running_mean=None, running_var=None, momentum=0.1, eps=1e-5,
+def sync_batch_norm_forward(x, gamma, beta, *, running_mean=None, running_var=None, momentum=0.1, eps=1e-5,
                             group=None):
     """Batch norm of this rank's shard ``x`` with the global batch's statistics; ``(y, cache)``.
 
     Training mode only (evaluation needs no synchronisation: ``batch_norm_forward``). Arguments as
-    in ``batch_norm_forward``; the running statistics, when given, are updated in place.
-    ``group`` defaults to ``minires.distributed.get_group()``.
+    in ``batch_norm_forward`` (keyword-only after ``beta``); the running statistics, when given,
+    are updated in place. ``group`` defaults to ``minires.distributed.get_group()``.
     """
     _check_inputs("sync_batch_norm_forward", x, gamma, beta, running_mean, running_var, False)
     group = distributed.get_group() if group is None else group

@@ -1,4 +1,4 @@
-"""What test_mpi.py runs under a real mpiexec: ``mpiexec -n K python mpi_scenarios.py SCENARIO``.
+"""What test_mpi.py runs under a real mpiexec: ``mpiexec -n K python -m tests.support.mpi_scenarios SCENARIO``.
 
 Every rank runs the scenario and sends its findings to rank 0, which prints one line
 ``RESULT {json}`` for the test to check. Everything is small (a ResNet-20 with 4 channels on 8x8
@@ -164,7 +164,7 @@ def strict_arrays(group):
     """SyncBatchNorm, the gradient all-reduce and the broadcasts on the CuPy stand-in (staged through
     host memory) give what they give on NumPy."""
     from minires import backend
-    from strict_array import StrictArray, strict_xp, to_strict
+    from minires.testing.strict_array import StrictArray, strict_xp, to_strict
     backend.register_array_module(StrictArray, strict_xp)
     images, labels = shard(global_batches(1)[0], group)
     results = []

@@ -78,12 +78,16 @@ def test_cupy_stand_in_is_staged_through_host_memory():
         assert rank == {"all_strict": True, "max_difference": 0.0}
 
 
-def test_a_failing_rank_ends_the_job_and_names_itself():
+@pytest.mark.parametrize("name, message", [
+    ("failing", "minires.distributed: rank 1 of 2 failed with RuntimeError: rank 1 fails on purpose"),
+    ("exiting", "error: rank 1 gives up (rank 1 of 2; stopping all)"),
+])
+def test_a_failing_rank_ends_the_job_and_names_itself(name, message):
     start = time.perf_counter()
-    done = mpiexec(2, "-m", SCENARIOS, "failing", timeout=60)
+    done = mpiexec(2, "-m", SCENARIOS, name, timeout=60)
     assert done.returncode != 0
     assert time.perf_counter() - start < 30
-    assert "rank 1 of 2 failed with RuntimeError: rank 1 fails on purpose" in done.stderr
+    assert message in done.stderr
 
 
 # -- the demo -------------------------------------------------------------------------------------

@@ -184,14 +184,27 @@ def strict_arrays(group):
 
 def failing(group):
     """Rank 1 raises while rank 0 waits in its next all-reduce: the job must end, naming rank 1."""
+    def fail():
+        raise RuntimeError("rank 1 fails on purpose")
+
+    all_reduce_until_rank_1_stops(fail)
+
+
+def exiting(group):
+    """Rank 1 exits with a message (a command line's one-line error) while rank 0 waits."""
+    all_reduce_until_rank_1_stops(lambda: distributed.exit_all("error: rank 1 gives up"))
+
+
+def all_reduce_until_rank_1_stops(stop):
+    """All-reduce forever; at the fourth step rank 1 calls ``stop`` (rank 0 goes on waiting)."""
     for step in range(10 ** 9):
-        if group.rank == 1 and step == 3:
-            raise RuntimeError("rank 1 fails on purpose")
+        if distributed.rank() == 1 and step == 3:
+            stop()
         distributed.sum_over_processes(step)
 
 
 SCENARIOS = {"synchronised": synchronised, "unsynchronised": unsynchronised, "strict_arrays": strict_arrays,
-             "failing": failing}
+             "failing": failing, "exiting": exiting}
 
 if __name__ == "__main__":
     group = distributed.get_group()

@@ -6,7 +6,9 @@
 ``mpiexec`` comes with the ``mpich`` package of the ``[mpi]`` extra (no system MPI needed). Each
 process, a *rank* ``r`` in ``0..K-1``, holds the whole model and trains on its shard of every
 global batch of ``N`` samples: ``n_r`` of them, ``n_0 + ... + n_{K-1} = N`` (the loader splits a
-batch as evenly as it can: 64 over 3 ranks is 22/21/21). A run is distributed when ``mpiexec``
+batch as evenly as it can: 64 over 3 ranks is 22/21/21; in training no shard may be empty, so the
+loader refuses batches smaller than K, and a training loader drops its last partial batch, as the
+demo's does). A run is distributed when ``mpiexec``
 started it, which its environment tells (``PMI_SIZE`` for MPICH, ``OMPI_COMM_WORLD_SIZE`` for
 Open MPI); otherwise everything runs as one process of world size 1 and mpi4py is never imported.
 

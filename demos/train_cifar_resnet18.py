@@ -160,8 +160,8 @@ def start_processes(args, argv):
         return
     if (args.processes or 1) > 1:
         distributed.relaunch(args.processes, [str(Path(__file__).resolve()), *argv])
-        print(f"--processes {args.processes}: mpi4py and mpiexec not found, training in one process "
-              f"({distributed.INSTALL_HINT} for {args.processes})", flush=True)
+        print(f"--processes {args.processes}: mpi4py and mpiexec not found, training in one process; "
+              f"for {args.processes}: {distributed.INSTALL_HINT}", flush=True)
 
 
 def this_shard():
@@ -297,7 +297,7 @@ def run(args):
     if history:
         best = max(row["test_accuracy"] for row in history)
         say(f"done: final test accuracy {history[-1]['test_accuracy']:.2%} (best {best:.2%}); "
-              f"files in {args.out}")
+            f"files in {args.out}")
     return history
 
 

@@ -143,7 +143,7 @@ def test_processes_without_mpi_trains_in_one_process_with_a_hint(tmp_path, capsy
                          "--processes", "2"])
     assert len(history) == 1
     out = capsys.readouterr().out
-    assert "--processes 2: mpi4py and mpiexec not found, training in one process (pip install 'minires[mpi]'" in out
+    assert "--processes 2: mpi4py and mpiexec not found, training in one process; for 2: pip install 'minires[mpi]'" in out
 
 
 def test_processes_must_agree_with_mpiexec(monkeypatch):

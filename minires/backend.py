@@ -7,7 +7,15 @@ Nothing here moves data between host and device unless asked to: ``to_device`` a
 
 Other array libraries with a NumPy-compatible module can be plugged in with
 ``register_array_module`` (the test-suite uses it for a strict CuPy stand-in).
+
+Test hook: ``with substitute_cupy(module):`` puts a stand-in where CuPy stands, for the
+block only (``minires.testing.fake_cupy``, whose arrays live on a fake GPU). Nothing in minires
+calls it, so it is never active in normal use; inside the block every line below that CuPy
+would run -- the device of an array, ``to_device``, ``asnumpy``, ``cupy_available``, seeding --
+runs on the stand-in.
 """
+import contextlib
+
 import numpy as np
 
 try:  # CuPy is optional (the "gpu" extra); importing it must never break NumPy users.
@@ -16,6 +24,27 @@ except Exception:  # ImportError, or a CUDA driver/library error raised at impor
     _cupy = None
 
 _registered = []  # (array type, array module, device name) for extra back-ends
+
+
+@contextlib.contextmanager
+def substitute_cupy(module):
+    """Test hook: within the block, ``module`` plays CuPy (see the module docstring).
+
+    ``module`` needs what minires asks of CuPy: ``ndarray`` (whose arrays have ``.device.id``),
+    ``asarray``, ``asnumpy``, ``cuda.Device`` and ``cuda.runtime.getDeviceCount``, ``random.seed``,
+    and the NumPy-like functions the ops call.
+    """
+    global _cupy
+    previous, _cupy = _cupy, module
+    try:
+        yield module
+    finally:
+        _cupy = previous
+
+
+def cupy_module():
+    """The CuPy module (or the stand-in put in its place) when it sees a GPU, else ``None``."""
+    return _cupy if cupy_available() else None
 
 
 def register_array_module(array_type, module, device="cpu"):
@@ -35,14 +64,18 @@ def _lookup(x):
 def get_array_module(*arrays):
     """NumPy or CuPy (or a registered module), taken from the arrays given.
 
-    Raises ``ValueError`` when the arrays live on different devices.
+    Raises ``ValueError`` when the arrays live on different devices (the host and a GPU, or two GPUs).
     """
-    modules = {_lookup(a)[0] or np for a in arrays if a is not None and not np.isscalar(a)}
-    if len(modules) > 1:
-        names = sorted(f"{type(a).__module__}.{type(a).__name__}" for a in arrays if a is not None)
+    places = {}  # (module, device) -> an array that lives there
+    for a in arrays:
+        if a is not None and not np.isscalar(a):
+            module, device = _lookup(a)
+            places.setdefault((module or np, device or "cpu"), a)
+    if len(places) > 1:
+        names = sorted(f"{type(a).__module__}.{type(a).__name__} on {device}" for (_, device), a in places.items())
         raise ValueError(f"arrays from different devices cannot be mixed: got {', '.join(names)}; "
                          "move them with minires.backend.to_device first")
-    return modules.pop() if modules else np
+    return next(iter(places))[0] if places else np
 
 
 def device_of(x):

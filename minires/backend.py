@@ -110,17 +110,34 @@ def _parse_device(device):
     raise ValueError(f"to_device: expected 'cpu', 'cuda' or 'cuda:N', got {device!r}")
 
 
-def to_device(x, device):
-    """Copy ``x`` to ``device`` ("cpu", "cuda", "cuda:N"); returns ``x`` when already there."""
-    kind, index = _parse_device(device)
-    if kind == "cpu":
-        return asnumpy(x)
+def _require_cupy(device):
     if not cupy_available():
         raise RuntimeError(f"to_device: device {device!r} asked for, but CuPy finds no CUDA device "
                            "(install the 'gpu' extra on a machine with a GPU)")
-    if index is None:
-        return _cupy.asarray(x)
-    with _cupy.cuda.Device(index):
+
+
+def on_device(device):
+    """The context in which CuPy computes on ``device``; nothing to do for "cpu" and "cuda" (the current GPU).
+
+    CuPy computes on the current GPU and refuses arrays of another one (or, with peer access, reads
+    them slowly across the bus), so work on the arrays of "cuda:1" runs in ``with on_device("cuda:1"):``.
+    minires' entry points that are given a device or move arrays to one (``Module.to``,
+    ``load_state_dict``, the optimizers' ``load_state_dict``, ``train_one_epoch``, ``evaluate``)
+    enter it themselves.
+    """
+    kind, index = _parse_device(device)
+    if kind == "cpu" or index is None:
+        return contextlib.nullcontext()
+    _require_cupy(device)
+    return _cupy.cuda.Device(index)
+
+
+def to_device(x, device):
+    """Copy ``x`` to ``device`` ("cpu", "cuda", "cuda:N"); returns ``x`` when already there."""
+    if _parse_device(device)[0] == "cpu":
+        return asnumpy(x)
+    _require_cupy(device)
+    with on_device(device):
         return _cupy.asarray(x)
 
 

@@ -26,7 +26,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import random as mr_random
-from .backend import asnumpy, to_device
+from .backend import asnumpy, on_device, to_device
 from .grad_mode import no_grad
 from .io import atomic_write, load_pickle, save_pickle
 from .nn import CrossEntropyLoss
@@ -46,25 +46,26 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler=None, device=
     model.train()
     loss_sum, correct, seen, start = 0.0, 0, 0, time.perf_counter()
     bar = tqdm(loader, desc=desc, disable=not progress, leave=False, unit="batch", dynamic_ncols=True)
-    for batch, (images, labels) in enumerate(bar):
-        x, y = to_device(images, device), to_device(labels, device)
-        logits = model(x)
-        loss = float(criterion(logits, y))
-        if not math.isfinite(loss):
-            bar.close()
-            raise NonFiniteLossError(f"the training loss became {loss} at batch {batch} of {desc}; "
-                                     "training stopped before updating the weights (the last "
-                                     "checkpoint is the last good one). Try a lower learning rate.")
-        optimizer.zero_grad()
-        model.backward(criterion.backward())
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        loss_sum += loss * len(labels)
-        correct += int((logits.argmax(axis=1) == y).sum())
-        seen += len(labels)
-        rate = seen / (time.perf_counter() - start)
-        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.1%}", img_s=f"{rate:.0f}")
+    with on_device(device):  # on "cuda:N", CuPy computes on GPU N only while it is the current one
+        for batch, (images, labels) in enumerate(bar):
+            x, y = to_device(images, device), to_device(labels, device)
+            logits = model(x)
+            loss = float(criterion(logits, y))
+            if not math.isfinite(loss):
+                bar.close()
+                raise NonFiniteLossError(f"the training loss became {loss} at batch {batch} of {desc}; "
+                                         "training stopped before updating the weights (the last "
+                                         "checkpoint is the last good one). Try a lower learning rate.")
+            optimizer.zero_grad()
+            model.backward(criterion.backward())
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            loss_sum += loss * len(labels)
+            correct += int((logits.argmax(axis=1) == y).sum())
+            seen += len(labels)
+            rate = seen / (time.perf_counter() - start)
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.1%}", img_s=f"{rate:.0f}")
     seconds = time.perf_counter() - start
     return {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1), "seconds": seconds,
             "images_per_second": seen / seconds if seconds else 0.0}
@@ -80,7 +81,7 @@ def evaluate(model, loader, num_classes=10, device="cpu", progress=True, desc="t
     criterion = CrossEntropyLoss()
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
     loss_sum, seen, start = 0.0, 0, time.perf_counter()
-    with no_grad():
+    with no_grad(), on_device(device):
         for images, labels in tqdm(loader, desc=desc, disable=not progress, leave=False, unit="batch"):
             x = to_device(images, device)
             logits = model(x)

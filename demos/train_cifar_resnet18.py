@@ -13,12 +13,10 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-import minires  # noqa: E402
-from minires import data, models, optim, train  # noqa: E402
-from minires.io import atomic_write  # noqa: E402
-from minires.plots import plot_confusion_matrix, plot_training_curves  # noqa: E402
+import minires
+from minires import data, models, optim, train
+from minires.io import atomic_write
+from minires.plots import plot_confusion_matrix, plot_training_curves
 
 DEFAULT_DATA = os.environ.get("MINIRES_DATA", str(Path.home() / ".cache" / "minires" / "data"))
 

@@ -34,7 +34,8 @@ def all_cases():
                                [_x(3, 4, 2, 3, seed=5), _x(4, seed=1), _x(4, seed=2)], names=["x", "gamma", "beta"],
                                title="batch_norm_forward (training, random gamma and beta)"),
         lambda: check_function(lambda x, g, b: nn.functional.batch_norm_forward(
-                                   x, g, b, _x(4, seed=3), _x(4, seed=4) ** 2 + 0.5, training=False),
+                                   x, g, b, running_mean=_x(4, seed=3), running_var=_x(4, seed=4) ** 2 + 0.5,
+                                   training=False),
                                nn.functional.batch_norm_backward,
                                [_x(3, 4, 2, 3, seed=5), _x(4, seed=1), _x(4, seed=2)],
                                names=["x", "gamma", "beta"], title="batch_norm_forward (eval, running statistics)"),

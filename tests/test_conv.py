@@ -11,7 +11,7 @@ from minires import nn
 from minires.backend import asnumpy
 from minires.gradcheck import check_function, check_module
 from minires.nn.functional import col2im, conv2d_backward, conv2d_forward, im2col
-from helpers import assert_close, copy_module_weights, to_torch
+from tests.support.torch_helpers import assert_close, copy_module_weights, to_torch
 
 # torch warns that its padding="same" with an even kernel copies the input; that is its business
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same'")
@@ -255,18 +255,14 @@ SHIFTED_CASES = {
 @pytest.fixture(params=[4096, 7], ids=["one_block", "blocks_of_7_rows"])
 def block_rows(request, monkeypatch):
     """The shifted path with its usual blocks (one here) and with many ragged blocks."""
-    monkeypatch.setattr(minires.nn.conv, "_MAX_BLOCK_ROWS", request.param)
-
-
-def _im2col_only(monkeypatch):
-    monkeypatch.setattr(minires.nn.conv, "_uses_shifted_gemm", lambda device, geometry, out_channels: False)
+    monkeypatch.setattr(minires.nn.conv_shifted, "_MAX_GEMM_BLOCK_ROWS", request.param)
 
 
 def test_shifted_path_taken_where_intended(xp):
     def taken(w_shape, **kwargs):
         x = xp.zeros((1, w_shape[1] * kwargs.get("groups", 1), 6, 6), dtype=np.float32)
         _, cache = conv2d_forward(x, xp.zeros(w_shape, dtype=np.float32), None, **kwargs)
-        return isinstance(cache, minires.nn.conv.ShiftedConvCache)
+        return isinstance(cache, minires.nn.conv_shifted.ShiftedConvCache)
 
     assert taken((16, 16, 3, 3), padding=1) and taken((16, 32, 3, 3)) and taken((64, 3, 3, 3))
     assert not taken((16, 16, 3, 3), stride=2)
@@ -276,7 +272,9 @@ def test_shifted_path_taken_where_intended(xp):
         x_shape, kwargs = case
         module = nn.Conv2d(**kwargs).to(_device(xp))
         module(xp.zeros(x_shape, dtype=np.float32))
-        assert isinstance(module._saved_for_backward(), minires.nn.conv.ShiftedConvCache)
+        assert isinstance(module._saved_for_backward(), minires.nn.conv_shifted.ShiftedConvCache)
+    with nn.reference_kernels():
+        assert not taken((16, 16, 3, 3), padding=1)  # the textbook route: im2col + GEMM
 
 
 @pytest.mark.parametrize("case", sorted(SHIFTED_CASES))
@@ -287,7 +285,7 @@ def test_shifted_matches_torch_float64(xp, rng, case, block_rows):
 
 
 @pytest.mark.parametrize("case", sorted(SHIFTED_CASES))
-def test_shifted_matches_im2col(xp, rng, case, monkeypatch):
+def test_shifted_matches_textbook_route(xp, rng, case, monkeypatch):
     x_shape, kwargs = SHIFTED_CASES[case]
     x = xp.asarray(rng.standard_normal(x_shape))
     module = nn.Conv2d(**kwargs).to(_device(xp), dtype=np.float64)
@@ -300,10 +298,10 @@ def test_shifted_matches_im2col(xp, rng, case, monkeypatch):
         return [y] + grads + ([module.bias.grad] if module.bias is not None else [])
 
     fast = run()
-    monkeypatch.setattr(minires.nn.conv, "_MAX_BLOCK_ROWS", 5)
+    monkeypatch.setattr(minires.nn.conv_shifted, "_MAX_GEMM_BLOCK_ROWS", 5)
     blocked = run()
-    _im2col_only(monkeypatch)
-    reference = run()
+    with nn.reference_kernels():
+        reference = run()
     for ours, blocks, theirs in zip(fast, blocked, reference):
         np.testing.assert_allclose(asnumpy(ours), asnumpy(theirs), rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(asnumpy(blocks), asnumpy(theirs), rtol=1e-12, atol=1e-12)
@@ -342,12 +340,14 @@ def test_shifted_non_contiguous_input_left_unmodified(xp, rng):
 
 
 # -- the im2col path's input gradient: the flipped-kernel convolution (stride 1) or col2im ------
-@pytest.fixture(params=["flipped_kernel", "col2im"])
+@pytest.fixture(params=["fast", "textbook"])
 def dx_route(request, monkeypatch):
-    """The im2col path everywhere, with either route to dx (col2im forced where both apply)."""
-    _im2col_only(monkeypatch)
-    if request.param == "col2im":
-        monkeypatch.setattr(minires.nn.conv, "_flipped_geometry", lambda geometry, dy_shape: None)
+    """The im2col forward everywhere (no channel count is small enough for the shifted GEMM), and
+    its fast backward (flipped kernel at stride 1, col2im by kernel offset else) or the textbook
+    one (dcols in one GEMM, col2im), chosen with ``reference_kernels``."""
+    monkeypatch.setattr(minires.nn.conv_shifted, "_MAX_CHANNEL_PRODUCT", 0)
+    with nn.reference_kernels(request.param == "textbook"):
+        yield
 
 
 ALL_CASES = {**CASES, **SHIFTED_CASES}
@@ -378,7 +378,7 @@ def test_im2col_routes_float32(xp, rng, kwargs, dx_route):
 def test_flipped_kernel_route_where_it_applies():
     def flipped_padding(**kwargs):
         geometry = minires.nn.conv._conv_geometry("test", (1, 2, 6, 6), **kwargs)
-        flipped = minires.nn.conv._flipped_geometry(geometry, (1, 3, *geometry.output_size))
+        flipped = minires.nn.conv_flipped.flipped_geometry(geometry, (1, 3, *geometry.output_size))
         return None if flipped is None else flipped.padding
 
     assert flipped_padding(kernel_size=3, padding=1) == ((1, 1), (1, 1))

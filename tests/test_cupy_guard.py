@@ -1,4 +1,4 @@
-"""The CPU-side CuPy guard: op code runs on ``StrictArray`` (tests/strict_array.py), which refuses
+"""The CPU-side CuPy guard: op code runs on ``StrictArray`` (minires/testing/strict_array.py), which refuses
 what CuPy refuses, and gives the same numbers as on NumPy.
 
 First the guard itself is tested (it must refuse mixing and implicit conversion, or it guards
@@ -16,7 +16,7 @@ import minires
 from minires import backend, models, nn
 from minires.nn import functional
 
-from strict_array import StrictArray, strict_xp, to_strict
+from minires.testing.strict_array import StrictArray, strict_xp, to_strict
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -92,12 +92,26 @@ def test_the_guard_catches_code_that_would_break_on_cupy():
 # -- every pure function of minires.nn.functional -------------------------------------------------
 
 class Case:
-    """A call of one function of ``minires.nn.functional``: host inputs, and the arguments built
-    from them with an array module ``xp`` (NumPy for the reference, ``strict_xp`` for the guard)."""
+    """A call of one function of ``minires.nn.functional``: host inputs, and the arguments (and
+    keyword arguments) built from them with an array module ``xp`` (NumPy for the reference,
+    ``strict_xp`` for the guard)."""
 
-    def __init__(self, name, shapes, arguments, label=""):
-        self.name, self.shapes, self.arguments = name, shapes, arguments
+    def __init__(self, name, shapes, arguments, label="", keywords=lambda xp, a: {}):
+        self.name, self.shapes, self.arguments, self.keywords = name, shapes, arguments, keywords
         self.id = f"{name}[{label}]" if label else name
+
+
+_BATCH_NORM_SHAPES = dict(x=(2, 3, 4, 5), gamma=(3,), beta=(3,), mean=(3,), var=(3,))
+
+
+def _batch_norm_arguments(xp, a):
+    return [xp.asarray(a["x"]), xp.asarray(a["gamma"]), xp.asarray(a["beta"])]
+
+
+def _running_statistics(training):
+    """The keyword arguments of a batch norm with running statistics, in training or evaluation."""
+    return lambda xp, a: dict(running_mean=xp.asarray(a["mean"]), running_var=xp.asarray(np.abs(a["var"]) + 0.5),
+                              training=training)
 
 
 CASES = [
@@ -119,12 +133,10 @@ CASES = [
          lambda xp, a: [xp.asarray(a["x"]), xp.asarray(a["w"]), None, 2, 2, 2], "dilation 2, no bias"),
     Case("im2col", dict(x=(2, 4, 5, 6)), lambda xp, a: [xp.asarray(a["x"]), 3, 2, 1]),
     Case("col2im", dict(cols=(1, 18, 36)), lambda xp, a: [xp.asarray(a["cols"]), (2, 4, 5, 6), 3, 2, 1]),
-    Case("batch_norm_forward", dict(x=(2, 3, 4, 5), gamma=(3,), beta=(3,), mean=(3,), var=(3,)),
-         lambda xp, a: [xp.asarray(a["x"]), xp.asarray(a["gamma"]), xp.asarray(a["beta"]),
-                        xp.asarray(a["mean"]), xp.asarray(np.abs(a["var"]) + 0.5), True], "training"),
-    Case("batch_norm_forward", dict(x=(2, 3, 4, 5), gamma=(3,), beta=(3,), mean=(3,), var=(3,)),
-         lambda xp, a: [xp.asarray(a["x"]), xp.asarray(a["gamma"]), xp.asarray(a["beta"]),
-                        xp.asarray(a["mean"]), xp.asarray(np.abs(a["var"]) + 0.5), False], "evaluation"),
+    Case("batch_norm_forward", _BATCH_NORM_SHAPES, _batch_norm_arguments, "training",
+         _running_statistics(training=True)),
+    Case("batch_norm_forward", _BATCH_NORM_SHAPES, _batch_norm_arguments, "evaluation",
+         _running_statistics(training=False)),
     Case("batch_norm_forward", dict(x=(3, 4)), lambda xp, a: [xp.asarray(a["x"]), None, None], "(N, C), no affine"),
     Case("max_pool2d_forward", dict(x=(2, 3, 7, 8)), lambda xp, a: [xp.asarray(a["x"]), 3, 2, 1]),
     Case("avg_pool2d_forward", dict(x=(2, 3, 7, 8)), lambda xp, a: [xp.asarray(a["x"]), 3, 2, 1]),
@@ -147,7 +159,7 @@ def _run(case, xp):
     """The function, then (for a ``*_forward``) its backward with a random upstream gradient:
     the output and every gradient."""
     inputs = {name: host(np.random.default_rng(0), *shape) for name, shape in case.shapes.items()}
-    result = getattr(functional, case.name)(*case.arguments(xp, inputs))
+    result = getattr(functional, case.name)(*case.arguments(xp, inputs), **case.keywords(xp, inputs))
     if not case.name.endswith("_forward"):
         return result if isinstance(result, tuple) else (result,)
     y, cache = result

@@ -11,12 +11,10 @@ import pytest
 import torch
 
 import minires
-from cifar_files import BATCH_FILES, CLASSES, PER_BATCH, dump_pickle, make_cifar_folder
 from minires.data import (CIFAR10, CIFAR10_MEAN, CIFAR10_STD, ArrayDataset, Compose, DataLoader,
                           DatasetCorruptError, DatasetNotFoundError, DownloadError, Normalize,
                           RandomCrop, RandomHorizontalFlip, Subset, ToFloat)
-
-REAL_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
+from minires.testing.cifar_files import BATCH_FILES, CLASSES, PER_BATCH, dump_pickle, make_cifar_folder
 
 @pytest.fixture
 def cifar_root(tmp_path):
@@ -240,13 +238,11 @@ def test_archive_missing_a_file_is_corrupt(tmp_path, monkeypatch):
         CIFAR10(tmp_path / "root", download=True)
 
 
-# --- the real data (../shared/data), when it is there -----------------------------------------
+# --- the real data (the folder MINIRES_DATA names), when it is there -------------------------
 
 @pytest.fixture(scope="module")
-def real_train():
-    if not (REAL_ROOT / "cifar-10-batches-py").is_dir():
-        pytest.skip(f"no CIFAR-10 at {REAL_ROOT}")
-    return CIFAR10(REAL_ROOT, train=True)
+def real_train(real_data_root):
+    return CIFAR10(real_data_root, train=True)
 
 
 @pytest.mark.realdata
@@ -269,10 +265,8 @@ def test_real_training_set(real_train):
 
 
 @pytest.mark.realdata
-def test_real_test_set():
-    if not (REAL_ROOT / "cifar-10-batches-py").is_dir():
-        pytest.skip(f"no CIFAR-10 at {REAL_ROOT}")
-    test = CIFAR10(REAL_ROOT, train=False)
+def test_real_test_set(real_data_root):
+    test = CIFAR10(real_data_root, train=False)
     assert len(test) == 10_000
     np.testing.assert_array_equal(test.targets[:10], [3, 8, 8, 0, 6, 6, 1, 6, 3, 1])
     np.testing.assert_array_equal(np.bincount(test.targets), [1000] * 10)

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from cifar_files import make_cifar_folder
+from minires.testing.cifar_files import make_cifar_folder
 
 DEMO = Path(__file__).resolve().parents[1] / "demos" / "train_cifar_resnet18.py"
-REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data beside the project
 
 
 @pytest.fixture(scope="module")
@@ -52,11 +51,9 @@ def test_missing_data_says_where_to_put_it(demo, tmp_path):
 
 @pytest.mark.realdata
 @pytest.mark.slow
-def test_a_short_epoch_on_the_real_data_learns(demo, tmp_path):
+def test_a_short_epoch_on_the_real_data_learns(demo, tmp_path, real_data_root):
     """The README's command cut to one epoch of 4,096 training images (64 steps of 64, a gentler
     peak learning rate for so short a run), tested on all 10,000: far above chance (10%); measured 30%."""
-    if not (REAL_DATA / "cifar-10-batches-py").is_dir():
-        pytest.skip(f"no CIFAR-10 at {REAL_DATA}")
-    history = demo.main(["--data-dir", str(REAL_DATA), "--model", "resnet20", "--epochs", "1", "--subset", "4096",
+    history = demo.main(["--data-dir", str(real_data_root), "--model", "resnet20", "--epochs", "1", "--subset", "4096",
                          "--batch-size", "64", "--lr", "0.05", "--out", str(tmp_path / "run"), "--no-progress"])
     assert history[-1]["test_accuracy"] > 0.25

@@ -133,9 +133,9 @@ def test_float32_model_gives_python_floats_and_a_table():
 
 
 def test_runs_on_the_cupy_stand_in_and_gives_numpys_numbers():
-    """StrictArray (tests/strict_array.py) refuses what CuPy refuses: no host round trips."""
+    """StrictArray (minires/testing/strict_array.py) refuses what CuPy refuses: no host round trips."""
     from minires import backend
-    from strict_array import StrictArray, strict_xp, to_strict
+    from minires.testing.strict_array import StrictArray, strict_xp, to_strict
     backend.register_array_module(StrictArray, strict_xp)
     x, targets = batch(np)
     on_numpy = record_gradient_flow(tiny_resnet(), x, targets)

@@ -10,7 +10,7 @@ from minires import gradcheck, nn
 from minires.backend import asnumpy
 from minires.nn.functional import batch_norm_backward, batch_norm_forward
 
-from helpers import assert_close, copy_module_weights, to_torch
+from tests.support.torch_helpers import assert_close, copy_module_weights, to_torch
 
 TOLERANCES = {np.float64: dict(rtol=1e-10, atol=1e-12), np.float32: dict(rtol=1e-4, atol=2e-5)}
 TORCH_DTYPES = {np.float64: torch.float64, np.float32: torch.float32}
@@ -195,7 +195,8 @@ def test_functional_updates_running_statistics_in_place(xp):
     rng = np.random.default_rng(6)
     x = xp.asarray(rng.standard_normal((4, 3, 2, 5)) + 2)
     running_mean, running_var = xp.zeros(3), xp.ones(3)
-    y, cache = batch_norm_forward(x, None, None, running_mean, running_var, training=True, momentum=0.5)
+    y, cache = batch_norm_forward(x, None, None, running_mean=running_mean, running_var=running_var,
+                                  training=True, momentum=0.5)
     x_host = asnumpy(x)
     mean, var = x_host.mean(axis=(0, 2, 3)), x_host.var(axis=(0, 2, 3), ddof=1)
     np.testing.assert_allclose(asnumpy(running_mean), 0.5 * mean, rtol=1e-12)
@@ -286,8 +287,8 @@ def test_gradcheck_eval_mode_with_running_statistics():
 def test_gradcheck_functional_with_random_gamma_and_beta():
     inputs = [_seeded((3, 4, 2, 3), 14), _seeded(4, 15), _seeded(4, 16)]
     assert gradcheck.check_function(batch_norm_forward, batch_norm_backward, inputs, seed=17).ok
-    running = (_seeded(4, 18), _seeded(4, 19) ** 2 + 0.1)
-    eval_forward = lambda x, g, b: batch_norm_forward(x, g, b, *running, training=False)  # noqa: E731
+    running = dict(running_mean=_seeded(4, 18), running_var=_seeded(4, 19) ** 2 + 0.1)
+    eval_forward = lambda x, g, b: batch_norm_forward(x, g, b, **running, training=False)  # noqa: E731
     assert gradcheck.check_function(eval_forward, batch_norm_backward, inputs, seed=17).ok
 
 
@@ -342,7 +343,7 @@ def test_bad_arguments():
             nn.BatchNorm2d(bad)
     x = np.ones((2, 3, 2))
     with pytest.raises(ValueError, match="batch_norm_forward: running_mean and running_var must be given together"):
-        batch_norm_forward(x, None, None, np.zeros(3), None)
+        batch_norm_forward(x, None, None, running_mean=np.zeros(3))
     with pytest.raises(ValueError, match=r"batch_norm_forward: expected weight of shape \(3,\), got \(4,\)"):
         batch_norm_forward(x, np.ones(4), None)
     with pytest.raises(ValueError, match=r"batch_norm_forward: expected a 2-D or 3-D or 4-D input"):

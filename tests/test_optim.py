@@ -6,7 +6,7 @@ import torch
 from minires import nn, optim
 from minires.optim import lr_scheduler
 
-from helpers import assert_close
+from tests.support.torch_helpers import assert_close
 
 SHAPES = [(3, 4), (5,), (2, 3, 2)]
 STEPS = 10

@@ -1,14 +1,10 @@
 """Smoke runs of the study demos (skip_connections.py, degradation.py) on tiny synthetic data."""
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "demos"))
-
-import degradation  # noqa: E402
-import skip_connections  # noqa: E402
+import degradation  # demos/ is on pytest's pythonpath (pyproject.toml), as python puts it for a script
+import skip_connections
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -21,7 +21,7 @@ NumPy array (``_RestrictedUnpickler``): a doctored file fails loudly instead.
 
 ``download=True`` fetches the official archive with a progress bar, checks its md5, and
 extracts the known files. A folder that is already complete is used as it is: copies rebuilt
-from other sources (like ``../shared/data``) have different checksums but the same pixels, so
+from other sources have different checksums but the same pixels, so
 the md5 is checked on the archive only; the reader checks shapes and labels instead.
 """
 import hashlib

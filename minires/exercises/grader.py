@@ -272,7 +272,7 @@ def grade_softmax_cross_entropy(m, g):
                                  [("z", z)])[0]
         expected = nn.functional.cross_entropy_backward(np.asarray(dloss), cache)
         if not g.same(f"dz same as minires cross_entropy_backward, dloss = {dloss}", got, expected):
-            probs = cache[0]
+            probs = cache.probs
             for key, variant in (("ce_forgot_mean", expected * len(t)), ("ce_forgot_onehot", probs * dloss / len(t)),
                                  ("ce_sign", -expected)):
                 if matches(got, variant):

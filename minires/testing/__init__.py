@@ -1,5 +1,22 @@
 """Test support that needs nothing but NumPy, shipped with the library (like ``numpy.testing``).
 
-- ``minires.testing.fake_cupy``: a CuPy stand-in whose arrays live on a fake device and refuse
-  what CuPy refuses; ``minires.backend.substitute_cupy(fake_cupy)`` runs the GPU path on it.
+- ``assert_close``: a minires array (NumPy or CuPy) equals the expected values within tolerances.
+- ``minires.testing.strict_array``: ``StrictArray`` and ``strict_xp``, a CPU stand-in for CuPy that
+  is strict where CuPy is strict (op code must run on CuPy without a GPU to test on).
+- ``minires.testing.fake_cupy``: a CuPy stand-in whose arrays live on a fake GPU and refuse what
+  CuPy refuses; ``minires.backend.substitute_cupy(fake_cupy)`` runs the GPU path on it.
+- ``minires.testing.cifar_files``: tiny CIFAR-10 folders in the real file format.
+
+The comparisons with PyTorch live in the test suite (``tests/support``): torch is a test
+dependency only.
 """
+import numpy as np
+
+from ..backend import asnumpy
+
+
+def assert_close(actual, expected, rtol=1e-10, atol=1e-12, what="value"):
+    """``actual`` equals ``expected`` (arrays, on any device) in shape and within tolerances."""
+    actual, expected = asnumpy(actual), asnumpy(expected)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol, err_msg=what)

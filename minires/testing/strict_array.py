@@ -1,6 +1,6 @@
 """A CPU stand-in for CuPy's ndarray that is strict where CuPy is strict.
 
-No GPU is lent to the test-suite, yet op code must run on CuPy. Code written against NumPy
+Op code must run on CuPy, also where the tests run without a GPU. Code written against NumPy
 usually breaks on CuPy in one of a few ways, and ``StrictArray`` turns each of them into a
 ``TypeError`` on the CPU:
 

@@ -5,9 +5,6 @@ then writes ``xp.zeros``, ``xp.matmul`` ... so that the same code runs on both.
 Nothing here moves data between host and device unless asked to: ``to_device`` and
 ``asnumpy`` are the only doors, and mixing devices in one op is an error.
 
-Other array libraries with a NumPy-compatible module can be plugged in with
-``register_array_module`` (the test-suite uses it for a strict CuPy stand-in).
-
 Test hook: ``with substitute_cupy(module):`` puts a stand-in where CuPy stands, for the
 block only (``minires.testing.fake_cupy``, whose arrays live on a fake GPU). Nothing in minires
 calls it, so it is never active in normal use; inside the block every line below that CuPy
@@ -22,8 +19,6 @@ try:  # CuPy is optional (the "gpu" extra); importing it must never break NumPy 
     import cupy as _cupy
 except Exception:  # ImportError, or a CUDA driver/library error raised at import
     _cupy = None
-
-_registered = []  # (array type, array module, device name) for extra back-ends
 
 
 @contextlib.contextmanager
@@ -47,40 +42,27 @@ def cupy_module():
     return _cupy if cupy_available() else None
 
 
-def register_array_module(array_type, module, device="cpu"):
-    """Make ``get_array_module`` return ``module`` for arrays of ``array_type``."""
-    _registered.append((array_type, module, device))
-
-
-def _lookup(x):
-    for array_type, module, device in _registered:
-        if isinstance(x, array_type):
-            return module, device
-    if _cupy is not None and isinstance(x, _cupy.ndarray):
-        return _cupy, f"cuda:{x.device.id}"
-    return None, None
-
-
 def get_array_module(*arrays):
-    """NumPy or CuPy (or a registered module), taken from the arrays given.
+    """NumPy or CuPy, taken from the arrays given.
 
     Raises ``ValueError`` when the arrays live on different devices (the host and a GPU, or two GPUs).
     """
-    places = {}  # (module, device) -> an array that lives there
+    devices = {}  # device -> an array that lives there
     for a in arrays:
         if a is not None and not np.isscalar(a):
-            module, device = _lookup(a)
-            places.setdefault((module or np, device or "cpu"), a)
-    if len(places) > 1:
-        names = sorted(f"{type(a).__module__}.{type(a).__name__} on {device}" for (_, device), a in places.items())
+            devices.setdefault(device_of(a), a)
+    if len(devices) > 1:
+        names = sorted(f"{type(a).__module__}.{type(a).__name__} on {device}" for device, a in devices.items())
         raise ValueError(f"arrays from different devices cannot be mixed: got {', '.join(names)}; "
                          "move them with minires.backend.to_device first")
-    return next(iter(places))[0] if places else np
+    return np if set(devices) <= {"cpu"} else _cupy
 
 
 def device_of(x):
     """``"cpu"`` or ``"cuda:N"``: where the array lives."""
-    return _lookup(x)[1] or "cpu"
+    if _cupy is not None and isinstance(x, _cupy.ndarray):
+        return f"cuda:{x.device.id}"
+    return "cpu"
 
 
 def cupy_available():

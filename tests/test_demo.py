@@ -5,8 +5,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from minires import backend, nn, train
+from minires.testing import fake_cupy
 from minires.testing.cifar_files import make_cifar_folder
 
 DEMO = Path(__file__).resolve().parents[1] / "demos" / "train_cifar_resnet18.py"
@@ -42,6 +45,42 @@ def test_trains_writes_its_files_resumes_and_evaluates(demo, tmp_path, capsys):
     assert result["confusion"].sum() == 16
     out = capsys.readouterr().out
     assert "epoch   1/1" in out and "epoch   2/2" in out and "test loss" in out
+
+
+TIMINGS = ("seconds", "images_per_second", "test_seconds")
+
+
+def test_on_a_fake_gpu_the_demo_computes_what_it_computes_on_the_cpu(demo, tmp_path, capsys):
+    """``--device cuda`` on the CuPy stand-in (minires.testing.fake_cupy, which refuses implicit
+    host copies, NumPy operands and other devices' arrays): one epoch, then ``--resume`` to two,
+    then ``--eval-only --tta``, with the checkpoint written and read and the pictures drawn. The
+    model, optimizer state, schedule, batches, loss and metrics all live on the fake GPU, and the
+    numbers are the CPU run's to the bit (float32). Both runs take the textbook kernels so that they
+    add in the same order: by default the CPU takes the shifted GEMM for these small convolutions
+    and a GPU im2col, two routes that agree to float64 rounding (tests/test_gpu_path.py, which
+    also trains and evaluates on "cuda:1")."""
+    make_cifar_folder(tmp_path / "data", per_batch=16)
+
+    def run(on):
+        out = tmp_path / on
+        common = ["--model", "resnet20", "--width", "4", "--batch-size", "16", "--data-dir", str(tmp_path / "data"),
+                  "--out", str(out), "--no-progress", "--schedule", "cosine", "--warmup", "0.5", "--device", on]
+        with nn.reference_kernels():
+            demo.main(common + ["--epochs", "1"])
+            history = demo.main(common + ["--epochs", "2", "--resume"])
+            result = demo.main(common + ["--epochs", "2", "--eval-only", "--tta"])
+        for name in (train.CHECKPOINT_NAME, "metrics.csv", "curves.png", "confusion_matrix.png"):
+            assert (out / name).stat().st_size > 0, f"{on}: {name}"
+        return [{k: v for k, v in row.items() if k not in TIMINGS} for row in history], result
+
+    cpu_history, cpu_result = run("cpu")
+    with backend.substitute_cupy(fake_cupy):
+        history, result = run("cuda")
+    assert "parameters on cuda" in capsys.readouterr().out
+    assert [row["epoch"] for row in history] == [1, 2]
+    assert history == cpu_history  # losses, accuracies, learning rates: equal floats
+    assert result["loss"] == cpu_result["loss"] and result["accuracy"] == cpu_result["accuracy"]
+    np.testing.assert_array_equal(result["confusion"], cpu_result["confusion"])
 
 
 def test_missing_data_says_where_to_put_it(demo, tmp_path):

@@ -16,13 +16,6 @@ from minires import backend
 from minires.testing import fake_cupy as cp
 
 
-@pytest.fixture
-def fake():
-    """The stand-in installed as minires' CuPy for one test."""
-    with backend.substitute_cupy(cp):
-        yield cp
-
-
 def on_device(values, device=0):
     with cp.cuda.Device(device):
         return cp.asarray(np.asarray(values, dtype=np.float32))
@@ -155,7 +148,7 @@ def test_writing_into_an_array_of_another_device_is_refused():
     np.testing.assert_array_equal(x1.get(), [1, 2])  # the refusal came before the write
 
 
-def test_mixing_two_devices_is_refused_by_minires(fake):
+def test_mixing_two_devices_is_refused_by_minires(fake_gpu):
     with pytest.raises(ValueError, match="arrays from different devices cannot be mixed: got .* on cuda:0, "
                                          ".* on cuda:1"):
         backend.get_array_module(on_device([1], 0), on_device([1], 1))
@@ -275,12 +268,12 @@ def test_the_hook_makes_the_stand_in_minires_cupy_for_the_block_only():
     assert backend.cupy_module() is None or backend.cupy_module() is not cp
 
 
-def test_manual_seed_seeds_every_device(fake):
+def test_manual_seed_seeds_every_device(fake_gpu):
     draws = []
     for _ in range(2):
         minires.manual_seed(7)
-        with fake.cuda.Device(1):
-            draws.append(fake.random.random(3, dtype=np.float32).get())
+        with fake_gpu.cuda.Device(1):
+            draws.append(fake_gpu.random.random(3, dtype=np.float32).get())
     np.testing.assert_array_equal(draws[0], draws[1])
 
 

@@ -21,12 +21,6 @@ from minires.testing import fake_cupy
 TIGHT = dict(rtol=1e-10, atol=1e-12)
 
 
-@pytest.fixture
-def fake():
-    with backend.substitute_cupy(fake_cupy):
-        yield fake_cupy
-
-
 def small_resnet(dtype=np.float64):
     """Conv stem, two stages of basic blocks (option-A shortcut), batch norms, the linear head."""
     minires.manual_seed(0)
@@ -51,7 +45,7 @@ def assert_on(device, arrays, what):
 
 # -- moving models and loading weights --------------------------------------------------------
 
-def test_module_to_moves_parameters_gradients_and_buffers(fake):
+def test_module_to_moves_parameters_gradients_and_buffers(fake_gpu):
     model = small_resnet(np.float32)
     expected = states(model)
     for p in model.parameters():
@@ -67,7 +61,7 @@ def test_module_to_moves_parameters_gradients_and_buffers(fake):
         np.testing.assert_array_equal(value, expected[name], err_msg=name)
 
 
-def test_load_state_dict_copies_onto_the_models_device(fake):
+def test_load_state_dict_copies_onto_the_models_device(fake_gpu):
     source = small_resnet()
     host_state = states(source)
     on_gpu1 = small_resnet().to("cuda:1")
@@ -102,7 +96,7 @@ def _steps(model, optimizer, gradients, device):
 
 
 @pytest.mark.parametrize("make", OPTIMIZERS.values(), ids=OPTIMIZERS.keys())
-def test_optimizer_steps_and_state_on_a_device_equal_the_cpus(fake, make):
+def test_optimizer_steps_and_state_on_a_device_equal_the_cpus(fake_gpu, make):
     rng = np.random.default_rng(5)
     cpu_model = small_resnet()
     gradients = [[rng.standard_normal(p.shape) for p in cpu_model.parameters()] for _ in range(4)]
@@ -144,7 +138,7 @@ def _train_and_evaluate(device):
 
 
 @pytest.mark.parametrize("device", ["cuda", "cuda:1"])
-def test_training_and_flipped_evaluation_on_a_device_equal_the_cpus(fake, device):
+def test_training_and_flipped_evaluation_on_a_device_equal_the_cpus(fake_gpu, device):
     cpu_model, _, cpu_epochs, cpu_test = _train_and_evaluate("cpu")
     model, optimizer, epochs, test = _train_and_evaluate(device)
     where = "cuda:0" if device == "cuda" else device
@@ -160,7 +154,7 @@ def test_training_and_flipped_evaluation_on_a_device_equal_the_cpus(fake, device
         np.testing.assert_allclose(value, expected[name], err_msg=name, **TIGHT)
 
 
-def test_checkpoints_of_device_arrays_need_no_gpu_to_read(fake, tmp_path):
+def test_checkpoints_of_device_arrays_need_no_gpu_to_read(fake_gpu, tmp_path):
     model, optimizer, epochs, _ = _train_and_evaluate("cuda:1")
     loader = DataLoader(ArrayDataset(np.zeros((4, 3, 8, 8), np.uint8), np.arange(4)), batch_size=2, seed=3)
     path = tmp_path / train.CHECKPOINT_NAME
@@ -181,7 +175,7 @@ def test_checkpoints_of_device_arrays_need_no_gpu_to_read(fake, tmp_path):
     assert buffers and all(backend.device_of(b) == "cuda:0" for b in buffers)
 
 
-def test_the_loaders_batches_go_to_the_device_in_training(fake):
+def test_the_loaders_batches_go_to_the_device_in_training(fake_gpu):
     """The DataLoader gives host batches (uint8 -> float32 on the CPU); ``train_one_epoch`` moves them."""
     rng = np.random.default_rng(2)
     dataset = ArrayDataset(rng.integers(0, 256, (8, 3, 8, 8), dtype=np.uint8), rng.integers(0, 5, 8))
@@ -196,16 +190,16 @@ def test_the_loaders_batches_go_to_the_device_in_training(fake):
 
 # -- dropout ----------------------------------------------------------------------------------
 
-def test_dropout_draws_its_mask_on_the_device_from_cupy_random(fake):
+def test_dropout_draws_its_mask_on_the_device_from_cupy_random(fake_gpu):
     layer = nn.Dropout(p=0.25)
     masks = []
     for _ in range(2):
         minires.manual_seed(4)
         host_state = minires.random.get_state()
-        with fake.cuda.Device(1):
-            x = fake.ones((64, 64), dtype=np.float32)
+        with fake_gpu.cuda.Device(1):
+            x = fake_gpu.ones((64, 64), dtype=np.float32)
             y = layer(x)
-            dx = layer.backward(fake.full((64, 64), 2.0, dtype=np.float32))
+            dx = layer.backward(fake_gpu.full((64, 64), 2.0, dtype=np.float32))
         assert minires.random.get_state() == host_state  # the host generator was not used
         assert_on("cuda:1", [("output", y), ("input gradient", dx)], "dropout")
         kept = y.get() != 0

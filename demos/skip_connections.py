@@ -79,7 +79,7 @@ def train_briefly(model, train_set, args):
     try:
         result = train.train_one_epoch(model, loader, train.CrossEntropyLoss(), optimizer,
                                        device=args.device, progress=False)
-    except train.NonFiniteLossError:
+    except train.NonFiniteError:
         return float("nan")
     return result["loss"]
 

@@ -82,13 +82,12 @@ def asnumpy(x):
     return np.asarray(x)
 
 
-def _parse_device(device):
+def parse_device(device):
+    """``("cpu", None)``, ``("cuda", None)`` or ``("cuda", N)``; anything else is a ValueError."""
     device = str(device)
-    if device == "cpu":
-        return "cpu", None
-    if device == "cuda" or device.startswith("cuda:"):
-        index = int(device.split(":")[1]) if ":" in device else None
-        return "cuda", index
+    kind, _, index = device.partition(":")
+    if device in ("cpu", "cuda") or (kind == "cuda" and index.isdigit()):
+        return kind, int(index) if index else None
     raise ValueError(f"to_device: expected 'cpu', 'cuda' or 'cuda:N', got {device!r}")
 
 
@@ -107,7 +106,7 @@ def on_device(device):
     ``load_state_dict``, the optimizers' ``load_state_dict``, ``train_one_epoch``, ``evaluate``)
     enter it themselves.
     """
-    kind, index = _parse_device(device)
+    kind, index = parse_device(device)
     if kind == "cpu" or index is None:
         return contextlib.nullcontext()
     _require_cupy(device)
@@ -116,7 +115,7 @@ def on_device(device):
 
 def to_device(x, device):
     """Copy ``x`` to ``device`` ("cpu", "cuda", "cuda:N"); returns ``x`` when already there."""
-    if _parse_device(device)[0] == "cpu":
+    if parse_device(device)[0] == "cpu":
         return asnumpy(x)
     _require_cupy(device)
     with on_device(device):

@@ -132,6 +132,15 @@ def test_batch_of_one(xp, rng):
     _assert_same_as_torch(ours, theirs, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("kwargs", [dict(kernel_size=3, padding=1), dict(kernel_size=3, stride=2, padding=1),
+                                    dict(kernel_size=1, groups=3)], ids=["shifted", "stride2", "groups"])
+def test_an_empty_batch_gives_an_empty_output_and_zero_parameter_gradients(xp, rng, kwargs):
+    """PyTorch returns a (0, C_out, H_out, W_out) output; backward gives zero weight and bias gradients."""
+    ours, theirs = _run_both(xp, rng, (0, 3, 8, 7), dict(in_channels=3, out_channels=6, **kwargs), np.float64)
+    _assert_same_as_torch(ours, theirs, rtol=0, atol=0)
+    assert ours[1].shape == tuple(theirs[1].shape) and ours[1].shape[0] == 0
+
+
 @pytest.mark.parametrize("stride", [1, 2], ids=["stride1_flipped_kernel_route", "stride2_col2im_route"])
 @pytest.mark.parametrize("view", ["transposed", "sliced", "channels_last", "reversed"])
 def test_non_contiguous_input(xp, rng, view, stride):

@@ -1,6 +1,8 @@
 """BatchNorm against PyTorch: training steps (outputs, all gradients, running statistics,
 num_batches_tracked), evaluation mode, momentum=None, affine=False, track_running_stats=False,
 float32 precision on a large batch with a big mean, awkward layouts, gradient checks, bad input."""
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -108,6 +110,28 @@ def test_batchnorm1d_matches_torch(xp, shape, training):
     ours, theirs = _step(layer, reference, xp.asarray(x), xp.asarray(dy))
     _assert_step_matches(layer, reference, ours, theirs, np.float64, f"training={training}")
     _assert_buffers_match(layer, reference, np.float64, f"training={training}")
+
+
+@pytest.mark.parametrize("cls, torch_cls, shape", [
+    (nn.BatchNorm2d, torch.nn.BatchNorm2d, (0, 3, 4, 5)), (nn.BatchNorm2d, torch.nn.BatchNorm2d, (2, 3, 0, 4)),
+    (nn.BatchNorm1d, torch.nn.BatchNorm1d, (0, 3))], ids=["no images", "no pixels", "1d"])
+@pytest.mark.parametrize("options", [dict(), dict(momentum=None), dict(track_running_stats=False)],
+                         ids=["defaults", "momentum=None", "no running stats"])
+def test_an_empty_batch_keeps_the_running_statistics_as_torch_does(xp, cls, torch_cls, shape, options):
+    """PyTorch: an empty output, running statistics untouched (num_batches_tracked still counts the
+    batch), zero gradients for weight and bias; nothing becomes NaN and nothing warns."""
+    layer, reference = _pair_of_layers(cls, torch_cls, 3, np.float64, xp, **options)
+    rng = np.random.default_rng(4)
+    full = (4, 3, 2, 3) if len(shape) == 4 else (4, 3)
+    _step(layer, reference, xp.asarray(rng.standard_normal(full)), xp.asarray(rng.standard_normal(full)))
+    for step in ("training", "eval"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a 0/0 would warn
+            ours, theirs = _step(layer, reference, xp.asarray(np.zeros(shape)), xp.asarray(np.zeros(shape)))
+        _assert_step_matches(layer, reference, ours, theirs, np.float64, f"empty batch, {step}")
+        _assert_buffers_match(layer, reference, np.float64, f"after the empty batch, {step}")
+        layer.eval()
+        reference.eval()
 
 
 def test_eval_mode_is_an_affine_map_with_the_running_statistics():

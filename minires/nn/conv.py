@@ -357,10 +357,11 @@ from . import conv_flipped, conv_shifted  # noqa: E402  (they build on the textb
 
 def _conv2d_forward(layer, x, w, b, stride, padding, dilation, groups):
     """Check, then take a route: the shifted GEMM where it applies (never under
-    ``reference_kernels``), else the textbook im2col + GEMM."""
+    ``reference_kernels``, nor for an empty batch), else the textbook im2col + GEMM."""
     _check_operands(layer, x, w, b, groups)
     geometry = _conv_geometry(layer, x.shape, w.shape[2:], stride, padding, dilation, groups)
-    if not uses_reference_kernels() and conv_shifted.uses_shifted_gemm(device_of(x), geometry, w.shape[0]):
+    if x.shape[0] and not uses_reference_kernels() \
+            and conv_shifted.uses_shifted_gemm(device_of(x), geometry, w.shape[0]):
         return conv_shifted.shifted_conv_forward(x, w, b, geometry)
     weight_matrix = _weight_matrix(w, groups)
     y = _im2col_conv(x, weight_matrix, b, geometry)

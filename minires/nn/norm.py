@@ -20,8 +20,10 @@ exactly as PyTorch does:
     running_mean = (1 - momentum) * running_mean + momentum * mu
     running_var  = (1 - momentum) * running_var  + momentum * var * M / (M - 1)   (the *unbiased* one)
 
-starting from ``running_mean = 0``, ``running_var = 1``. Evaluation mode normalises with the running
-statistics instead, so y is then an affine map of x, channel by channel. (Without running
+starting from ``running_mean = 0``, ``running_var = 1``. An empty batch has no statistics: its output
+is empty and the running statistics stay as they are (``num_batches_tracked`` still counts it), as in
+PyTorch. Evaluation mode normalises with the running statistics instead, so y is then an affine map
+of x, channel by channel. (Without running
 statistics -- ``track_running_stats=False`` -- the batch statistics are used in both modes.)
 
 Backward. Write ``s = 1 / sqrt(var + eps)`` and sums over the M values of a channel as ``sum``.
@@ -177,6 +179,9 @@ def _update_running_stats(running_mean, running_var, mean, var, count, momentum)
 def _batch_norm(x, gamma, beta, running_mean, running_var, training, momentum, eps):
     """The forward pass proper (inputs already checked)."""
     xp = get_array_module(x)
+    if x.size == 0:  # no values, no statistics: an empty output, running statistics untouched (PyTorch)
+        no_statistics = xp.zeros(x.shape[1], dtype=np.float64)
+        return xp.empty_like(x), BatchNormCache(x, no_statistics, gamma, beta is not None, batch_stats=False)
     batch_stats = training or running_mean is None
     if batch_stats:
         count = _values_per_channel(x)

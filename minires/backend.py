@@ -27,7 +27,7 @@ def substitute_cupy(module):
 
     ``module`` needs what minires asks of CuPy: ``ndarray`` (whose arrays have ``.device.id``),
     ``asarray``, ``asnumpy``, ``cuda.Device`` and ``cuda.runtime.getDeviceCount``, ``random.seed``,
-    and the NumPy-like functions the ops call.
+    and the NumPy-like functions the ops call. ``None`` plays a machine without CuPy.
     """
     global _cupy
     previous, _cupy = _cupy, module

@@ -223,11 +223,11 @@ def test_on_a_fake_gpu_the_demo_computes_what_it_computes_on_the_cpu(demo, tmp_p
     add in the same order: by default the CPU takes the shifted GEMM for these small convolutions
     and a GPU im2col, two routes that agree to float64 rounding (tests/test_gpu_path.py, which
     also trains and evaluates on "cuda:1")."""
-    make_cifar_folder(tmp_path / "data", per_batch=16)
+    make_cifar_folder(tmp_path / "data", per_batch=8)  # 5 batches of 8 per epoch, 8 test images
 
     def run(on):
         out = tmp_path / on
-        args = COMMON + ["--data-dir", str(tmp_path / "data"), "--out", str(out), "--device", on]
+        args = COMMON + ["--batch-size", "8", "--data-dir", str(tmp_path / "data"), "--out", str(out), "--device", on]
         with nn.reference_kernels():
             interrupt_after_epoch_1(demo, args)
             history = demo.main(args + ["--resume"])

@@ -46,7 +46,7 @@ from matplotlib.figure import Figure
 import study_common  # the sibling module: python puts demos/ on sys.path
 import minires
 from minires import data, optim, train
-from minires.backend import to_device
+from minires.backend import on_device, to_device
 from minires.io import atomic_write
 
 DEPTH_COLOURS = {20: "tab:orange", 32: "tab:cyan", 44: "tab:red", 56: "tab:blue", 110: "tab:green"}
@@ -199,7 +199,8 @@ def main(argv=None):
                     print(f"{name:<11} {message}  ({time.perf_counter() - start:.0f} s)", flush=True)
 
             train_loader.set_epoch(0)  # every network sees the same batches
-            points = train_and_measure(model, train_loader, test_loader, args, report)
+            with on_device(args.device):  # CuPy computes on the current GPU only
+                points = train_and_measure(model, train_loader, test_loader, args, report)
             runs.append({"name": name, "depth": depth, "residual": residual, "points": points,
                          "seconds": time.perf_counter() - start})
             with atomic_write(out / "degradation.json", "w") as f:

@@ -38,7 +38,7 @@ from matplotlib.figure import Figure
 import study_common  # the sibling module: python puts demos/ on sys.path
 import minires
 from minires import data, optim, train
-from minires.backend import to_device
+from minires.backend import on_device, to_device
 from minires.inspect import record_gradient_flow
 from minires.io import atomic_write
 
@@ -188,7 +188,8 @@ def main(argv=None):
     rows = []
     for depth in args.depths:
         for residual in (False, True):
-            rows.append(run(depth, residual, probe, train_set, args))
+            with on_device(args.device):  # CuPy computes on the current GPU only
+                rows.append(run(depth, residual, probe, train_set, args))
             print(f"  {rows[-1]['name']}: {rows[-1]['seconds']:.1f} s", flush=True)
     out = Path(args.out)
     plot_gradients(rows, args.steps, out / "gradient_per_layer.png", source)

@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from . import random as mr_random
-from .backend import asnumpy, get_array_module, to_device
+from .backend import asnumpy, get_array_module, on_device, to_device
 from .checkpoint import CheckpointError, load_state, save_state, unreadable
 from .grad_mode import no_grad
 from .io import atomic_write, remove_orphans
@@ -77,34 +77,35 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler=None, device=
     loss_sum, correct, seen, start = 0.0, 0, 0, time.perf_counter()
     progress = progress and distributed.is_main_process()
     bar = tqdm(loader, desc=desc, disable=not progress, leave=False, unit="batch", dynamic_ncols=True)
-    for batch, (images, labels) in enumerate(bar):
-        x, y = to_device(images, device), to_device(labels, device)
-        buffers = {name: buffer.copy() for name, buffer in model.named_buffers()}  # the forward moves them
-        logits = model(x)
-        shard_loss = float(criterion(logits, y))
-        batch_loss_sum, batch_size, batch_correct = distributed.sum_over_processes(
-            shard_loss * len(labels), len(labels), int((logits.argmax(axis=1) == y).sum()))
-        loss = batch_loss_sum / batch_size   # the global batch's, the same on every rank
-        if not math.isfinite(loss):
-            bar.close()
-            model.load_state_dict(buffers, strict=False)
-            raise NonFiniteError(f"the training loss became {loss} at batch {batch + 1}/{len(loader)} of {desc}; "
-                                 "the weights, the optimizer and the running statistics are those of before "
-                                 "that batch (try a lower learning rate)")
-        optimizer.zero_grad()
-        dlogits = criterion.backward()
-        if batch_size != len(labels):  # a shard of n_r of the N samples: weight n_r / N
-            dlogits *= len(labels) / batch_size
-        model.backward(dlogits)
-        distributed.allreduce_gradients(model)
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        loss_sum += batch_loss_sum
-        correct += int(batch_correct)
-        seen += int(batch_size)
-        rate = seen / (time.perf_counter() - start)
-        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.1%}", img_s=f"{rate:.0f}")
+    with on_device(device):  # on "cuda:N", CuPy computes on GPU N only while it is the current one
+        for batch, (images, labels) in enumerate(bar):
+            x, y = to_device(images, device), to_device(labels, device)
+            buffers = {name: buffer.copy() for name, buffer in model.named_buffers()}  # the forward moves them
+            logits = model(x)
+            shard_loss = float(criterion(logits, y))
+            batch_loss_sum, batch_size, batch_correct = distributed.sum_over_processes(
+                shard_loss * len(labels), len(labels), int((logits.argmax(axis=1) == y).sum()))
+            loss = batch_loss_sum / batch_size   # the global batch's, the same on every rank
+            if not math.isfinite(loss):
+                bar.close()
+                model.load_state_dict(buffers, strict=False)
+                raise NonFiniteError(f"the training loss became {loss} at batch {batch + 1}/{len(loader)} of {desc}; "
+                                     "the weights, the optimizer and the running statistics are those of before "
+                                     "that batch (try a lower learning rate)")
+            optimizer.zero_grad()
+            dlogits = criterion.backward()
+            if batch_size != len(labels):  # a shard of n_r of the N samples: weight n_r / N
+                dlogits *= len(labels) / batch_size
+            model.backward(dlogits)
+            distributed.allreduce_gradients(model)
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            loss_sum += batch_loss_sum
+            correct += int(batch_correct)
+            seen += int(batch_size)
+            rate = seen / (time.perf_counter() - start)
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.1%}", img_s=f"{rate:.0f}")
     seconds = time.perf_counter() - start
     return {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1), "seconds": seconds,
             "images_per_second": seen / seconds if seconds else 0.0}
@@ -123,7 +124,7 @@ def evaluate(model, loader, num_classes=10, device="cpu", progress=True, desc="t
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
     loss_sum, seen, start = 0.0, 0, time.perf_counter()
     progress = progress and distributed.is_main_process()
-    with no_grad():
+    with no_grad(), on_device(device):
         for images, labels in tqdm(loader, desc=desc, disable=not progress, leave=False, unit="batch"):
             if len(labels) == 0:  # a rank's shard of a last batch smaller than the number of ranks
                 continue

@@ -268,12 +268,15 @@ def block_rows(request, monkeypatch):
 
 
 def test_shifted_path_taken_where_intended(xp):
+    """The route per device (see ``conv_shifted.uses_shifted_gemm``): on the CPU the shifted GEMM
+    for stride 1, one group and few channels; on a GPU never, one big GEMM (im2col) at every size."""
     def taken(w_shape, **kwargs):
         x = xp.zeros((1, w_shape[1] * kwargs.get("groups", 1), 6, 6), dtype=np.float32)
         _, cache = conv2d_forward(x, xp.zeros(w_shape, dtype=np.float32), None, **kwargs)
         return isinstance(cache, minires.nn.conv_shifted.ShiftedConvCache)
 
-    assert taken((16, 16, 3, 3), padding=1) and taken((16, 32, 3, 3)) and taken((64, 3, 3, 3))
+    on_the_cpu = xp is np
+    assert taken((16, 16, 3, 3), padding=1) == taken((16, 32, 3, 3)) == taken((64, 3, 3, 3)) == on_the_cpu
     assert not taken((16, 16, 3, 3), stride=2)
     assert not taken((16, 8, 3, 3), groups=2)
     assert not taken((32, 32, 3, 3)) and not taken((64, 64, 3, 3))  # many channels: im2col is faster
@@ -281,24 +284,26 @@ def test_shifted_path_taken_where_intended(xp):
         x_shape, kwargs = case
         module = nn.Conv2d(**kwargs).to(_device(xp))
         module(xp.zeros(x_shape, dtype=np.float32))
-        assert isinstance(module._saved_for_backward(), minires.nn.conv_shifted.ShiftedConvCache)
+        assert isinstance(module._saved_for_backward(), minires.nn.conv_shifted.ShiftedConvCache) == on_the_cpu
     with nn.reference_kernels():
         assert not taken((16, 16, 3, 3), padding=1)  # the textbook route: im2col + GEMM
 
 
+# The shifted GEMM runs on the CPU only (above), so its tests run on NumPy only: on a GPU they
+# would test im2col under the shifted route's name.
 @pytest.mark.parametrize("case", sorted(SHIFTED_CASES))
-def test_shifted_matches_torch_float64(xp, rng, case, block_rows):
+def test_shifted_matches_torch_float64(rng, case, block_rows):
     x_shape, kwargs = SHIFTED_CASES[case]
-    ours, theirs = _run_both(xp, rng, x_shape, kwargs, np.float64)
+    ours, theirs = _run_both(np, rng, x_shape, kwargs, np.float64)
     _assert_same_as_torch(ours, theirs, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("case", sorted(SHIFTED_CASES))
-def test_shifted_matches_textbook_route(xp, rng, case, monkeypatch):
+def test_shifted_matches_textbook_route(rng, case, monkeypatch):
     x_shape, kwargs = SHIFTED_CASES[case]
-    x = xp.asarray(rng.standard_normal(x_shape))
-    module = nn.Conv2d(**kwargs).to(_device(xp), dtype=np.float64)
-    dy = xp.asarray(rng.standard_normal(module(x).shape))
+    x = rng.standard_normal(x_shape)
+    module = nn.Conv2d(**kwargs).to(dtype=np.float64)
+    dy = rng.standard_normal(module(x).shape)
 
     def run():
         module.zero_grad()
@@ -317,35 +322,35 @@ def test_shifted_matches_textbook_route(xp, rng, case, monkeypatch):
 
 
 @pytest.mark.parametrize("case", ["3x3_pad2_dilation2", "rect_2x4_same", "1x1_pad1"])
-def test_shifted_gradcheck(xp, case, block_rows):
+def test_shifted_gradcheck(case, block_rows):
     x_shape, kwargs = SHIFTED_CASES[case]
-    module = nn.Conv2d(**kwargs).to(_device(xp))
-    report = check_module(module, xp.asarray(np.random.default_rng(1).standard_normal(x_shape)))
+    module = nn.Conv2d(**kwargs)
+    report = check_module(module, np.random.default_rng(1).standard_normal(x_shape))
     assert report.ok, str(report)
 
 
 @pytest.mark.parametrize("bias", [True, False])
-def test_shifted_float32(xp, rng, bias, block_rows):
+def test_shifted_float32(rng, bias, block_rows):
     kwargs = dict(in_channels=16, out_channels=16, kernel_size=3, padding=1, bias=bias)
-    ours, theirs = _run_both(xp, rng, (3, 16, 9, 8), kwargs, np.float32)
+    ours, theirs = _run_both(np, rng, (3, 16, 9, 8), kwargs, np.float32)
     _assert_same_as_torch(ours, theirs, rtol=1e-4, atol=1e-4)
     module, y, dx = ours
     assert y.dtype == dx.dtype == module.weight.grad.dtype == np.float32
     assert not bias or module.bias.grad.dtype == np.float32
 
 
-def test_shifted_non_contiguous_input_left_unmodified(xp, rng):
-    x = xp.asarray(rng.standard_normal((2, 5, 3, 4)))[:, ::-1].transpose(0, 1, 3, 2)  # a strided view
+def test_shifted_non_contiguous_input_left_unmodified(rng):
+    x = rng.standard_normal((2, 5, 3, 4))[:, ::-1].transpose(0, 1, 3, 2)  # a strided view
     x_copy = x.copy()
-    w = xp.asarray(rng.standard_normal((4, 3, 3, 3)))
+    w = rng.standard_normal((4, 3, 3, 3))
     y, cache = conv2d_forward(x[:, 1:4], w, None, padding=1)
-    dy = xp.asarray(rng.standard_normal((2, 4, 3, 8)))[..., ::2].transpose(0, 1, 3, 2)  # strided too
+    dy = rng.standard_normal((2, 4, 3, 8))[..., ::2].transpose(0, 1, 3, 2)  # strided too
     dx, dw, _ = conv2d_backward(dy, cache)
     x_ref, w_ref = to_torch(x[:, 1:4], True), to_torch(w, True)
     F.conv2d(x_ref, w_ref, None, padding=1).backward(to_torch(dy))
     assert_close(dx, x_ref.grad, what="input gradient")
     assert_close(dw, w_ref.grad, what="weight gradient")
-    assert bool(xp.array_equal(x, x_copy))
+    assert np.array_equal(x, x_copy)
 
 
 # -- the im2col path's input gradient: the flipped-kernel convolution (stride 1) or col2im ------

@@ -9,9 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from minires import train
+from minires import backend, nn, train
+from minires.testing import fake_cupy
 from minires.testing.cifar_files import make_cifar_folder
 
 DEMO = Path(__file__).resolve().parents[1] / "demos" / "train_cifar_resnet18.py"
@@ -42,6 +44,12 @@ def interrupted_run(demo, tmp_path_factory):
     """A tiny CIFAR-10 folder and a run of 2 epochs interrupted (Ctrl-C) once epoch 1 was written."""
     root = tmp_path_factory.mktemp("interrupted")
     make_cifar_folder(root / "data", per_batch=16)
+    interrupt_after_epoch_1(demo, COMMON + ["--data-dir", str(root / "data"), "--out", str(root / "run")])
+    return root
+
+
+def interrupt_after_epoch_1(demo, args):
+    """Run the demo with ``args`` and stop it (Ctrl-C) once epoch 1 was written."""
     plot = demo.plot_confusion_matrix
 
     def plot_then_interrupt(*args, **kwargs):
@@ -50,8 +58,7 @@ def interrupted_run(demo, tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(demo, "plot_confusion_matrix", plot_then_interrupt)
         with pytest.raises(KeyboardInterrupt):
-            demo.main(COMMON + ["--data-dir", str(root / "data"), "--out", str(root / "run")])
-    return root
+            demo.main(args)
 
 
 @pytest.fixture
@@ -201,6 +208,42 @@ def test_cli_errors_are_one_line_and_debug_shows_the_traceback(demo, tmp_path, m
     monkeypatch.setenv("MINIRES_DEBUG", "1")
     with pytest.raises(FileNotFoundError):
         demo.cli(flags)
+
+
+TIMINGS = ("seconds", "images_per_second", "test_seconds")
+
+
+def test_on_a_fake_gpu_the_demo_computes_what_it_computes_on_the_cpu(demo, tmp_path, capsys):
+    """``--device cuda`` on the CuPy stand-in (minires.testing.fake_cupy, which refuses implicit
+    host copies, NumPy operands and other devices' arrays): two epochs, stopped after the first
+    and continued with ``--resume``, then ``--eval-only --tta``; the checkpoint written and read,
+    the pictures drawn. The
+    model, optimizer state, schedule, batches, loss and metrics all live on the fake GPU, and the
+    numbers are the CPU run's to the bit (float32). Both runs take the textbook kernels so that they
+    add in the same order: by default the CPU takes the shifted GEMM for these small convolutions
+    and a GPU im2col, two routes that agree to float64 rounding (tests/test_gpu_path.py, which
+    also trains and evaluates on "cuda:1")."""
+    make_cifar_folder(tmp_path / "data", per_batch=8)  # 5 batches of 8 per epoch, 8 test images
+
+    def run(on):
+        out = tmp_path / on
+        args = COMMON + ["--batch-size", "8", "--data-dir", str(tmp_path / "data"), "--out", str(out), "--device", on]
+        with nn.reference_kernels():
+            interrupt_after_epoch_1(demo, args)
+            history = demo.main(args + ["--resume"])
+            result = demo.main(args + ["--eval-only", "--tta"])
+        for name in (train.CHECKPOINT_NAME, "metrics.csv", "curves.png", "confusion_matrix.png"):
+            assert (out / name).stat().st_size > 0, f"{on}: {name}"
+        return [{k: v for k, v in row.items() if k not in TIMINGS} for row in history], result
+
+    cpu_history, cpu_result = run("cpu")
+    with backend.substitute_cupy(fake_cupy):
+        history, result = run("cuda")
+    assert "parameters on cuda" in capsys.readouterr().out
+    assert [row["epoch"] for row in history] == [1, 2]
+    assert history == cpu_history  # losses, accuracies, learning rates: equal floats
+    assert result["loss"] == cpu_result["loss"] and result["accuracy"] == cpu_result["accuracy"]
+    np.testing.assert_array_equal(result["confusion"], cpu_result["confusion"])
 
 
 def test_missing_data_says_where_to_put_it(demo, tmp_path):

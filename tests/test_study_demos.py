@@ -40,6 +40,17 @@ def test_degradation_smoke_run(tmp_path, capsys):
     assert "final test error" in capsys.readouterr().out
 
 
+def test_both_studies_run_on_the_second_fake_gpu(fake_gpu, tmp_path):
+    """``--device cuda:1`` on the CuPy stand-in (minires.testing.fake_cupy): CuPy computes on the
+    current GPU only, so a study that forgot to make its device current would fail here."""
+    rows = skip_connections.main(["--synthetic", "--depths", "8", "--steps", "2", "--batch-size", "4",
+                                  "--probe", "4", "--out", str(tmp_path), "--device", "cuda:1"])
+    assert all(len(row["trained"]["layer_grads"]) == 8 for row in rows)
+    runs = degradation.main(["--synthetic", "--depths", "8", "--steps", "2", "--eval-every", "2", "--batch-size", "4",
+                             "--subset", "8", "--test-size", "4", "--out", str(tmp_path), "--device", "cuda:1"])
+    assert all([p["step"] for p in run["points"]] == [2] for run in runs)
+
+
 def test_degradation_presets_and_explicit_flags():
     args = degradation.parse_args(["--paper", "--steps", "100", "--eval-every", "10"])
     assert (args.depths, args.batch_size, args.lr, args.steps) == ([20, 32, 44, 56], 128, 0.1, 100)

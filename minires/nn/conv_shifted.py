@@ -51,10 +51,15 @@ def _block_rows(C, C_out):
 
 
 def uses_shifted_gemm(device, geometry, C_out):
-    """Stride 1, one group and few channels (``C * C_out <= 512``), on the CPU.
+    """Stride 1, one group and few channels (``C * C_out <= 512``), on the CPU only.
 
-    With more channels im2col's few big GEMMs win. On a GPU thousands of small GEMMs would be
-    thousands of kernel launches, so other devices keep im2col.
+    The many small GEMMs are a CPU trick: each block of rows stays in cache, and the 9x im2col
+    copy is never written; with more channels im2col's few big GEMMs win. On a GPU one big GEMM
+    is the better choice at every size: each small GEMM would be a kernel launch of its own
+    (thousands per layer, each too small to fill the device), while the im2col copy is cheap at
+    the GPU's memory bandwidth. So a GPU always takes im2col + one GEMM (tests/test_conv.py
+    states the route per device); the stride-1 flipped-kernel backward, one im2col copy of dy
+    and two big GEMMs, suits both and is taken on every device.
     """
     C = geometry.input_shape[1]
     return (device == "cpu" and geometry.stride == (1, 1) and geometry.groups == 1

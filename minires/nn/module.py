@@ -14,7 +14,7 @@ from collections import OrderedDict, namedtuple
 
 import numpy as np
 
-from ..backend import device_of, parse_device, to_device
+from ..backend import device_of, on_device, parse_device, to_device
 from ..grad_mode import is_grad_enabled
 from .checks import check_array
 
@@ -295,8 +295,9 @@ class Module:
         for key, value in state_dict.items():
             if key in slots:
                 target = self._slot_value(slots[key])
-                if tuple(np.shape(value)) != tuple(target.shape):
-                    problems.append(f"shape mismatch for {key}: the checkpoint has {tuple(np.shape(value))}, "
+                shape = tuple(value.shape) if hasattr(value, "shape") else np.shape(value)  # no host copy
+                if shape != tuple(target.shape):
+                    problems.append(f"shape mismatch for {key}: the checkpoint has {shape}, "
                                     f"the model has {tuple(target.shape)}")
         if problems:
             raise StateDictError(f"error loading the state_dict into {type(self).__name__}:\n  "
@@ -304,7 +305,8 @@ class Module:
         for key, value in state_dict.items():
             if key in slots:
                 target = self._slot_value(slots[key])
-                target[...] = to_device(value, device_of(target))  # casts to the target's dtype
+                with on_device(device_of(target)):
+                    target[...] = to_device(value, device_of(target))  # casts to the target's dtype
         return _IncompatibleKeys(missing, unexpected)
 
     @staticmethod
@@ -355,7 +357,8 @@ class Module:
             if device is not None:
                 array = to_device(array, device)
             if dtype is not None and array.dtype.kind == "f":
-                array = array.astype(dtype, copy=False)
+                with on_device(device_of(array)):
+                    array = array.astype(dtype, copy=False)
             return array
 
         for module in self.modules():

@@ -1,8 +1,9 @@
 """Test support that needs nothing but NumPy, shipped with the library (like ``numpy.testing``).
 
 - ``assert_close``: a minires array (NumPy or CuPy) equals the expected values within tolerances.
-- ``minires.testing.strict_array``: ``StrictArray`` and ``strict_xp``, a CPU stand-in for CuPy that
-  is strict where CuPy is strict (op code must run on CuPy without a GPU to test on).
+- ``minires.testing.fake_cupy``: a CuPy stand-in whose arrays live on a fake GPU (two of them) and
+  refuse what CuPy refuses; ``minires.backend.substitute_cupy(fake_cupy)`` runs the GPU path on it
+  (op code must run on CuPy without a GPU to test on).
 - ``minires.testing.cifar_files``: tiny CIFAR-10 folders in the real file format.
 
 The comparisons with PyTorch live in the test suite (``tests/support``): torch is a test

@@ -17,7 +17,20 @@ report gives the median step over all workers, images/s, the ratio minires / PyT
 worker's peak resident memory (``getrusage`` ``ru_maxrss``), whole and above the baseline after
 the imports. The PyTorch model is the reference ResNet of the tests (``tests/support/torch_resnet.py``,
 torchvision's layout; torchvision itself cannot be installed beside this torch).
+
+Several processes, ``--ranks K`` (the ``[mpi]`` extra):
+
+    python -m benchmarks.bench_train_step --model resnet20 --batch-size 128 --ranks 2
+
+adds a third worker that trains the same global batch in K processes started by ``mpiexec``, each
+with ``threads / K`` BLAS threads and its shard of the batch, as the demo's ``--processes K`` does:
+synchronised batch norm (``--no-sync-bn``: each process's own), the loss summed over the
+processes, the gradients all-reduced. Its row gives the images/s of the global batch and the peak
+memory of its largest process; the line below the table its speed against one process, the share
+of rank 0's step spent in collectives (the all-reduces, waiting for the slower process included)
+and every process's peak memory.
 """
+import importlib.util
 import os
 import sys
 import tempfile
@@ -45,27 +58,40 @@ TABLE_HEADER = ["model", "batch", "framework", "ms / step", "images / s", "time 
 
 # -- the workers ------------------------------------------------------------------------------------
 def minires_step(config):
-    """A minires training step on the saved weights.
+    """A minires training step on the saved weights, as ``minires.train`` takes it.
 
-    Returns ``(step, as_inputs, baseline MB, description)``: ``step(images, labels)`` trains on
-    one batch and returns the loss; ``as_inputs`` turns NumPy arrays into the step's inputs.
+    Returns ``(step, as_inputs, baseline MB, description, group)``: ``step(images, labels)`` trains
+    on one batch and returns the loss; ``as_inputs`` turns NumPy arrays into the step's inputs;
+    ``group`` is the process group. In one process the distributed calls do nothing; in K (under
+    mpiexec) each process takes its shard of the batch, and the step is the data-parallel one.
     """
-    from minires import models, nn, optim
+    from minires import distributed, models, nn, optim
     baseline = peak_rss_mb()
+    group = distributed.get_group()
     model = getattr(models, config["model"])()
     model.load_state_dict(dict(np.load(config["weights"])))
+    if config.get("sync_bn"):
+        nn.convert_sync_batchnorm(model)
     model.train()
     criterion = nn.CrossEntropyLoss()
     optimizer = optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
 
     def step(images, labels):
         loss = criterion(model(images), labels)
+        loss_sum, count = distributed.sum_over_processes(float(loss) * len(labels), len(labels))
         optimizer.zero_grad()
-        model.backward(criterion.backward())
+        dlogits = criterion.backward()
+        if count != len(labels):  # a shard: the gradient of the global batch's mean loss
+            dlogits *= len(labels) / count
+        model.backward(dlogits)
+        distributed.allreduce_gradients(model)
         optimizer.step()
-        return float(loss)
+        return loss_sum / count
 
-    return step, lambda images, labels: (images, labels), baseline, blas_description()
+    def this_shard(images, labels):
+        return tuple(np.array_split(array, group.world_size)[group.rank] for array in (images, labels))
+
+    return step, this_shard, baseline, blas_description(), group
 
 
 def torch_step(config):
@@ -90,23 +116,34 @@ def torch_step(config):
     def as_tensors(images, labels):
         return torch.from_numpy(images), torch.from_numpy(labels)
 
-    return step, as_tensors, baseline, torch_description(torch)
+    return step, as_tensors, baseline, torch_description(torch), None
 
 
 def worker(framework, config):
-    """Warm up, time ``config["steps"]`` steps one by one, read the peak memory."""
-    make_step = {"minires": minires_step, "torch": torch_step}[framework]
-    step, as_inputs, baseline_mb, description = make_step(config)
+    """Warm up, time ``config["steps"]`` steps one by one, read the peak memory.
+
+    Of K processes, rank 0 returns the result (its step times, every rank's memory and share of
+    time in collectives); the others return None.
+    """
+    make_step = {"minires": minires_step, "minires-ranks": minires_step, "torch": torch_step}[framework]
+    step, as_inputs, baseline_mb, description, group = make_step(config)
     batch = np.load(config["data"])
     images, labels = as_inputs(batch["images"], batch["labels"])
     losses = [step(images, labels) for _ in range(config["warmup"])]
+    communicating = group.seconds_communicating if group else 0.0
     seconds = []
     for _ in range(config["steps"]):
         start = time.perf_counter()
         losses.append(step(images, labels))
         seconds.append(time.perf_counter() - start)
-    return {"seconds": seconds, "losses": losses, "baseline_mb": baseline_mb,
-            "peak_mb": peak_rss_mb(), "description": description}
+    result = {"seconds": seconds, "losses": losses, "baseline_mb": baseline_mb,
+              "peak_mb": peak_rss_mb(), "description": description}
+    if group is None or group.world_size == 1:
+        return result
+    share = (group.seconds_communicating - communicating) / sum(seconds)
+    ranks = group.comm.gather({"shard": len(labels), "peak_mb": result["peak_mb"], "baseline_mb": baseline_mb,
+                               "communication_share": share}, root=0)
+    return {**result, "ranks": ranks} if group.rank == 0 else None
 
 
 # -- the parent ------------------------------------------------------------------------------------
@@ -125,29 +162,59 @@ def save_inputs(model, batch_size, seed, folder):
     return str(weights), str(data)
 
 
+def ranks_config(config, ranks, sync_bn):
+    """The worker config of K processes under mpiexec, ``threads / K`` BLAS threads each."""
+    from minires.distributed import INSTALL_HINT, mpiexec_path
+    mpiexec = mpiexec_path()
+    if mpiexec is None or importlib.util.find_spec("mpi4py") is None:
+        raise RuntimeError(f"--ranks {ranks} needs mpi4py and mpiexec: {INSTALL_HINT}")
+    return {**config, "threads": max(1, config["threads"] // ranks), "ranks": ranks, "sync_bn": sync_bn,
+            "launcher": [mpiexec, "-n", str(ranks)]}
+
+
 def run_benchmark(model="resnet18_cifar", batch_size=128, steps=None, repeats=3, warmup=2, threads=2,
-                  seed=0):
+                  seed=0, ranks=1, sync_bn=True):
     """Run the alternating workers; returns the summary that ``format_report`` prints."""
     steps = MODELS[model][2] if steps is None else steps
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench_train_step_") as folder:
         weights, data = save_inputs(model, batch_size, seed, folder)
         config = dict(model=model, weights=weights, data=data, steps=steps, warmup=warmup, threads=threads)
-        runs = alternate(MODULE, {framework: config for framework in FRAMEWORKS}, repeats,
+        configs = {framework: config for framework in FRAMEWORKS}
+        if ranks > 1:
+            configs["minires-ranks"] = ranks_config(config, ranks, sync_bn)
+        runs = alternate(MODULE, configs, repeats,
                          describe=lambda _, run: f"{1000 * median(run['seconds']):.0f} ms/step, "
                                                  f"peak {run['peak_mb']:.0f} MB")
     return {"model": model, "batch_size": batch_size, "steps": steps, "repeats": repeats,
-            "warmup": warmup, "threads": threads, "runs": runs,
+            "warmup": warmup, "threads": threads, "runs": runs, "ranks": ranks, "sync_bn": sync_bn,
             "load_before": load_before, "load_after": os.getloadavg()[0]}
 
 
 def _summary(runs):
-    """Median step (over every timed step of every worker), spread of the workers, memory."""
+    """Median step (over every timed step of every worker), spread of the workers, memory (of the
+    largest process, for a worker of several)."""
+    processes = [run.get("ranks", [run]) for run in runs]
     return {"step": median([s for run in runs for s in run["seconds"]]),
             "worker_medians": [median(run["seconds"]) for run in runs],
-            "peak_mb": median([run["peak_mb"] for run in runs]),
-            "above_mb": median([run["peak_mb"] - run["baseline_mb"] for run in runs]),
+            "peak_mb": median([max(p["peak_mb"] for p in worker) for worker in processes]),
+            "above_mb": median([max(p["peak_mb"] - p["baseline_mb"] for p in worker) for worker in processes]),
             "losses": runs[0]["losses"]}
+
+
+def _ranks_line(result, summary):
+    """What the table cannot say about the worker of several processes."""
+    runs, ranks = result["runs"]["minires-ranks"], result["ranks"]
+    processes = runs[0]["ranks"]
+    share = median([run["ranks"][0]["communication_share"] for run in runs])
+    memory = " / ".join(f"{median([run['ranks'][r]['peak_mb'] for run in runs]):.0f}" for r in range(ranks))
+    threads = max(1, result["threads"] // ranks)
+    norm = "synchronised" if result["sync_bn"] else "per-process"
+    return (f"{ranks} processes x {threads} BLAS thread{'s' if threads > 1 else ''} (mpiexec, {norm} batch norm, "
+            f"shards of {'/'.join(str(p['shard']) for p in processes)} images): "
+            f"{summary['minires']['step'] / summary['minires-ranks']['step']:.2f}x the images/s of one process with "
+            f"{result['threads']} threads; collectives (all-reduces, waiting for the slower process included) "
+            f"{share:.0%} of rank 0's step; peak RSS per process {memory} MB.")
 
 
 def _ratio(value, reference):
@@ -157,11 +224,12 @@ def _ratio(value, reference):
 
 def format_report(result):
     """The Markdown report: the table, the loss check, the machine and the command."""
-    summary = {framework: _summary(result["runs"][framework]) for framework in FRAMEWORKS}
+    summary = {framework: _summary(runs) for framework, runs in result["runs"].items()}
     reference = summary["torch"]
     rows = []
-    for framework, label in (("minires", "minires"), ("torch", "PyTorch eager")):
-        s = summary[framework]
+    labels = {"minires": "minires", "torch": "PyTorch eager", "minires-ranks": f"minires, {result['ranks']} processes"}
+    for framework in result["runs"]:
+        label, s = labels[framework], summary[framework]
         rows.append([result["model"], str(result["batch_size"]), label, f"{1000 * s['step']:.0f}",
                      f"{result['batch_size'] / s['step']:.1f}", f"{s['step'] / reference['step']:.2f}",
                      f"{s['peak_mb']:.0f}", f"{s['above_mb']:.0f}",
@@ -169,12 +237,14 @@ def format_report(result):
     spread = ", ".join(f"{f} {1000 * min(s['worker_medians']):.0f}-{1000 * max(s['worker_medians']):.0f} ms"
                        for f, s in summary.items())
     losses = {f: s["losses"] for f, s in summary.items()}
-    agree = np.allclose(losses["minires"], losses["torch"], rtol=1e-2, atol=1e-3)
+    compared = [losses[f] for f in losses if f != "minires-ranks" or result["sync_bn"]]  # per-process BN differs
+    agree = all(np.allclose(l, losses["torch"], rtol=1e-2, atol=1e-3) for l in compared)
     info = {f: result["runs"][f][0]["description"] for f in FRAMEWORKS}
     lines = [
         f"### Training step: {result['model']}, batch {result['batch_size']}, float32, "
         f"{result['threads']} threads", "",
         markdown_table(TABLE_HEADER, rows), "",
+        *([_ranks_line(result, summary), ""] if "minires-ranks" in summary else []),
         f"Median of {result['repeats']} workers per framework x {result['steps']} timed steps, after "
         f"{result['warmup']} warm-up steps each, alternating minires / PyTorch; the workers' own medians "
         f"range {spread}. Ratios are minires / PyTorch. Memory: peak RSS of the worker process, and the "
@@ -195,6 +265,9 @@ def parse_args(argv):
     p.add_argument("--steps", type=int, default=None,
                    help="timed steps per worker (default: per model, 5 for resnet18_cifar, 20 for resnet20)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and the batch")
+    p.add_argument("--ranks", type=int, default=1,
+                   help="also train the batch in this many processes under mpiexec, threads / ranks each")
+    p.add_argument("--no-sync-bn", action="store_true", help="with --ranks: each process's own batch norm")
     return p.parse_args(argv)
 
 
@@ -205,7 +278,7 @@ def main(argv=None):
     args = parse_args(argv)
     print(f"{args.model}, batch {args.batch_size}: alternating worker processes ...", file=sys.stderr)
     print(format_report(run_benchmark(args.model, args.batch_size, args.steps, args.repeats, args.warmup,
-                                      args.threads, args.seed)))
+                                      args.threads, args.seed, args.ranks, not args.no_sync_bn)))
 
 
 if __name__ == "__main__":

@@ -34,8 +34,12 @@ def worker_environment(threads):
 
 
 def run_worker(module, framework, config):
-    """Run ``python -m module --worker framework config`` in a fresh process; its JSON result as a dict."""
-    command = [sys.executable, "-m", module, "--worker", framework, json.dumps(config)]
+    """Run ``python -m module --worker framework config`` in a fresh process; its JSON result as a dict.
+
+    ``config["launcher"]``, if given, is put in front of the command (``mpiexec -n K``: K processes,
+    of which one reports).
+    """
+    command = [*config.get("launcher", []), sys.executable, "-m", module, "--worker", framework, json.dumps(config)]
     done = subprocess.run(command, env=worker_environment(config["threads"]), cwd=CHECKOUT,
                           capture_output=True, text=True)
     results = [line[len(RESULT_MARK):] for line in done.stdout.splitlines() if line.startswith(RESULT_MARK)]
@@ -46,14 +50,14 @@ def run_worker(module, framework, config):
 
 
 def alternate(module, configs, repeats, describe=None):
-    """Run the workers ``repeats`` times each, in the order minires, torch, minires, torch ...
+    """Run the workers ``repeats`` times each, in the order of ``configs``: minires, torch, minires, torch ...
 
     ``configs`` maps each framework to its worker's config; returns framework -> list of results.
     ``describe(framework, result)``, if given, makes the progress line printed to stderr.
     """
-    results = {framework: [] for framework in FRAMEWORKS}
+    results = {framework: [] for framework in configs}
     for repeat in range(repeats):
-        for framework in FRAMEWORKS:
+        for framework in configs:
             result = run_worker(module, framework, configs[framework])
             results[framework].append(result)
             note = f": {describe(framework, result)}" if describe else ""
@@ -101,7 +105,9 @@ def serve_as_worker(argv, worker):
     """``--worker FRAMEWORK CONFIG``: run one measurement as a worker process; True if it did."""
     if argv[:1] != ["--worker"]:
         return False
-    report_result(worker(argv[1], json.loads(argv[2])))
+    result = worker(argv[1], json.loads(argv[2]))
+    if result is not None:  # None: one of several processes, whose first one reports for all
+        report_result(result)
     return True
 
 

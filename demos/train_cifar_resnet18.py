@@ -3,6 +3,8 @@
     python demos/train_cifar_resnet18.py --download                  # ResNet-18, the full recipe
     python demos/train_cifar_resnet18.py --model resnet20 --epochs 10   # 87.3% (88.4% with --tta), ~40 min on 2 cores
     python demos/train_cifar_resnet18.py --subset 2000 --epochs 2       # a quick look
+    python demos/train_cifar_resnet18.py --model resnet20 --processes 2  # 2 processes (the [mpi] extra)
+    mpiexec -n 2 python demos/train_cifar_resnet18.py --model resnet20  # the same, started by hand
 
 Writes into the run folder (--out): checkpoint.npz, metrics.csv, metrics.json, curves.png,
 confusion_matrix.png and config.json (the flags of the run's last start).
@@ -13,6 +15,12 @@ smoothing, seed, subset) must be the ones its checkpoint records, or the run is 
 data folder, progress bars, --tta may differ. --eval-only evaluates the checkpoint (the model
 flags must match it) and needs only the test file. Errors print one line; --debug (or
 MINIRES_DEBUG=1) shows the traceback.
+
+Several processes (minires.distributed): each trains on its shard of every batch of --batch-size
+and the gradients are summed, so the recipe does not change with their number (a run may resume
+with another); batch norm is synchronised over them (--no-sync-bn: each process's own
+statistics); only the first prints and writes, and an error in any of them stops all. Under
+mpiexec each process gets its share of the machine's cores for NumPy's BLAS.
 """
 import argparse
 import json
@@ -20,11 +28,24 @@ import os
 import sys
 from pathlib import Path
 
-import minires
-from minires import data, models, optim, train
-from minires.backend import parse_device
-from minires.io import atomic_write
-from minires.plots import plot_confusion_matrix, plot_training_curves
+
+def share_the_cores_under_mpiexec():
+    """K processes on one machine each get cores / K BLAS threads (unless set): all cores each would
+    make them fight. Runs before NumPy is imported, which reads these variables once."""
+    local_processes = os.environ.get("MPI_LOCALNRANKS") or os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE")
+    if local_processes:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(name, str(max(1, cores // int(local_processes))))
+
+
+share_the_cores_under_mpiexec()
+
+import minires  # noqa: E402
+from minires import data, distributed, models, nn, optim, train  # noqa: E402
+from minires.backend import parse_device  # noqa: E402
+from minires.io import atomic_write  # noqa: E402
+from minires.plots import plot_confusion_matrix, plot_training_curves  # noqa: E402
 
 DEFAULT_DATA = os.environ.get("MINIRES_DATA", str(Path.home() / ".cache" / "minires" / "data"))
 MODEL_FLAGS = ("model", "width", "plain", "shortcut")  # build_model's name and arguments
@@ -90,6 +111,11 @@ def parse_args(argv=None):
     p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     p.add_argument("--debug", action="store_true", default=os.environ.get("MINIRES_DEBUG", "") not in ("", "0"),
                    help="show the traceback of an error (also env MINIRES_DEBUG=1)")
+    p.add_argument("--processes", type=positive_int, default=None,
+                   help="train with N processes (data parallel, needs the [mpi] extra): starts mpiexec "
+                        "itself (default: 1, or as many as mpiexec started)")
+    p.add_argument("--no-sync-bn", action="store_true",
+                   help="with several processes: batch norm on each process's shard, not the global batch")
     args = p.parse_args(argv)
     args.out = Path(args.out or Path("runs") / args.model)
     return args
@@ -106,10 +132,11 @@ def recorded_recipe(checkpoint):
     if recipe is not None:
         return recipe
     config = checkpoint.parent / "config.json"
-    if not config.is_file():
+    text = distributed.main_process_result(lambda: config.read_text() if config.is_file() else None)
+    if text is None:
         raise train.RecipeMismatchError(f"{checkpoint} records no settings (an older minires wrote it) and "
                                         f"{config} is missing: nothing says which run it belongs to")
-    return json.loads(config.read_text())
+    return json.loads(text)
 
 
 def build_model(args):
@@ -122,9 +149,36 @@ def build_model(args):
     return factory(**kwargs)
 
 
+def start_processes(args, argv):
+    """``--processes N`` without mpiexec: this script again as N processes under mpiexec (this
+    process is replaced), or one process and a hint when the [mpi] extra is missing."""
+    launched = distributed.launcher_world_size()
+    if launched is not None:
+        if args.processes not in (None, launched):
+            raise ValueError(f"--processes {args.processes}, but mpiexec started {launched} processes: "
+                             "give one or the other")
+        return
+    if (args.processes or 1) > 1:
+        distributed.relaunch(args.processes, [str(Path(__file__).resolve()), *argv])
+        print(f"--processes {args.processes}: mpi4py and mpiexec not found, training in one process; "
+              f"for {args.processes}: {distributed.INSTALL_HINT}", flush=True)
+
+
+def this_shard():
+    """The loaders' arguments that give this process its shard of every batch."""
+    group = distributed.get_group()
+    return {"rank": group.rank, "world_size": group.world_size}
+
+
+def say(*args, **kwargs):
+    """``print``, by the first process only."""
+    if distributed.is_main_process():
+        print(*args, **kwargs, flush=True)
+
+
 def build_test_loader(args):
     test_set = data.CIFAR10(args.data_dir, train=False, download=args.download)
-    return data.DataLoader(test_set, 500, transform=data.Compose(NORMALIZE)), test_set.classes
+    return data.DataLoader(test_set, 500, transform=data.Compose(NORMALIZE), **this_shard()), test_set.classes
 
 
 def build_loaders(args):
@@ -139,7 +193,7 @@ def build_loaders(args):
                          "on; take more images or a smaller batch")
     augment = data.Compose([data.RandomCrop(32, padding=4), data.RandomHorizontalFlip(), *NORMALIZE])
     train_loader = data.DataLoader(train_set, args.batch_size, shuffle=True, drop_last=True,
-                                   transform=augment, seed=args.seed)
+                                   transform=augment, seed=args.seed, **this_shard())
     return (train_loader, *build_test_loader(args))
 
 
@@ -178,17 +232,29 @@ def evaluate_checkpoint(args):
     train.load_checkpoint(checkpoint, model)
     test_loader, classes = build_test_loader(args)
     result = train.evaluate(model, test_loader, device=args.device, progress=not args.no_progress, flip=args.tta)
-    print(f"test loss {result['loss']:.3f}  accuracy {result['accuracy']:.2%}")
-    try:
-        plot_confusion_matrix(result["confusion"], classes, args.out / "confusion_matrix.png")
-    except OSError as error:  # a run folder one may read but not write
-        print(f"warning: confusion_matrix.png not written ({error})")
+    say(f"test loss {result['loss']:.3f}  accuracy {result['accuracy']:.2%}")
+    if distributed.is_main_process():
+        try:
+            plot_confusion_matrix(result["confusion"], classes, args.out / "confusion_matrix.png")
+        except OSError as error:  # a run folder one may read but not write
+            print(f"warning: confusion_matrix.png not written ({error})")
     return result
+
+
+def describe_processes(args):
+    group = distributed.get_group()
+    if group.world_size == 1:
+        return ""
+    norm = "per-process batch norm" if args.no_sync_bn else "synchronised batch norm"
+    return f" in {group.world_size} processes ({norm})"
 
 
 def main(argv=None):
     """Run the command line; errors are raised (``cli`` turns them into one line)."""
-    return run(parse_args(argv))
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    start_processes(args, argv)
+    return run(args)
 
 
 def run(args):
@@ -197,23 +263,27 @@ def run(args):
         return evaluate_checkpoint(args)
     checkpoint = train.find_checkpoint(args.out) if args.resume else None
     if args.resume and checkpoint is None:
-        print(f"--resume: no checkpoint in {args.out}; starting a new run")
+        say(f"--resume: no checkpoint in {args.out}; starting a new run")
     if checkpoint is not None:  # refused before anything is built or written
         train.check_recipe(recorded_recipe(checkpoint), recipe_of(args), checkpoint)
     minires.manual_seed(args.seed)
-    model = build_model(args).to(args.device)
+    model = build_model(args)
+    if distributed.world_size() > 1 and not args.no_sync_bn:
+        nn.convert_sync_batchnorm(model)
+    model.to(args.device)
     train_loader, test_loader, classes = build_loaders(args)
     optimizer = optim.SGD(optim.weight_decay_groups(model, args.weight_decay), lr=args.lr,
                           momentum=args.momentum, nesterov=args.nesterov)
     scheduler = build_schedule(args, optimizer, len(train_loader))
     n_params = sum(p.size for p in model.parameters())
-    print(f"{args.model}{' (plain)' if args.plain else ''}: {n_params:,} parameters on {args.device}; "
-          f"{len(train_loader.dataset.targets):,} training and {len(test_loader.dataset.targets):,} test "
-          f"images; run folder {args.out}")
+    say(f"{args.model}{' (plain)' if args.plain else ''}: {n_params:,} parameters on {args.device}"
+        f"{describe_processes(args)}; {len(train_loader.dataset.targets):,} training and "
+        f"{len(test_loader.dataset.targets):,} test images; run folder {args.out}")
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    with atomic_write(args.out / "config.json", "w") as f:
-        json.dump({k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, f, indent=2)
+    if distributed.is_main_process():
+        args.out.mkdir(parents=True, exist_ok=True)
+        with atomic_write(args.out / "config.json", "w") as f:
+            json.dump({k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, f, indent=2)
 
     def report(history, test):
         print_epoch(history[-1], args.epochs)
@@ -226,21 +296,26 @@ def run(args):
                         flip_test=args.tta, recipe=recipe_of(args))
     if history:
         best = max(row["test_accuracy"] for row in history)
-        print(f"done: final test accuracy {history[-1]['test_accuracy']:.2%} (best {best:.2%}); "
-              f"files in {args.out}")
+        say(f"done: final test accuracy {history[-1]['test_accuracy']:.2%} (best {best:.2%}); "
+            f"files in {args.out}")
     return history
 
 
 def cli(argv=None):
-    """The command line: an error prints one line and exits 1 (--debug shows the traceback)."""
+    """The command line: an error prints one line and exits 1 (--debug shows the traceback).
+
+    With several processes an error in any of them stops all (``distributed.exit_all``).
+    """
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     try:
+        start_processes(args, argv)
         return run(args)
     except Exception as error:
         if args.debug:
             raise
         kind = "stopped" if isinstance(error, train.NonFiniteError) else "error"
-        sys.exit(f"{kind}: {' '.join(str(error).split())}")
+        distributed.exit_all(f"{kind}: {' '.join(str(error).split())}")
 
 
 if __name__ == "__main__":

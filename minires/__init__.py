@@ -1,7 +1,7 @@
 """minires: a plain-NumPy/CuPy deep-learning layer library with hand-written backward passes."""
 import importlib
 
-from . import backend, data, io, models, nn, optim
+from . import backend, data, distributed, io, models, nn, optim
 from .grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .random import manual_seed
 from .summary import summary

@@ -2,6 +2,7 @@
 import numpy as np
 
 from . import nn
+from .distributed import SingleProcessGroup
 from .models import resnet
 from .gradcheck import check_function, check_module
 
@@ -39,6 +40,11 @@ def all_cases():
                                nn.functional.batch_norm_backward,
                                [_x(3, 4, 2, 3, seed=5), _x(4, seed=1), _x(4, seed=2)],
                                names=["x", "gamma", "beta"], title="batch_norm_forward (eval, running statistics)"),
+        lambda: check_function(lambda x, g, b: nn.functional.sync_batch_norm_forward(x, g, b, group=SingleProcessGroup()),
+                               nn.functional.sync_batch_norm_backward,
+                               [_x(3, 4, 3, 2, seed=5) * 3 - 1, _x(4, seed=1), _x(4, seed=2)],
+                               names=["x", "gamma", "beta"],
+                               title="sync_batch_norm_forward (the arithmetic in one process)"),
         lambda: check_module(nn.MaxPool2d(3, stride=2, padding=1), _x(2, 2, 7, 6)),
         lambda: check_module(nn.MaxPool2d(2, stride=1, padding=1, dilation=2, ceil_mode=True), _x(1, 2, 5, 6)),
         lambda: check_module(nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True, count_include_pad=False),

@@ -25,6 +25,15 @@ statistics its forward moved are put back). An update can also overflow while ev
 finite, so before each checkpoint the weights, buffers and optimizer state are checked, and the
 epoch's train and test losses: with NaN or infinity anywhere the run stops and the checkpoint on
 disk stays the last finite one, which the message names.
+
+Data parallelism (``mpiexec -n K``, see ``minires.distributed``): give the loaders the rank and
+world size, and the same loop trains on the global batch. Each step sums the shards' losses and
+counts over the processes (the printed loss and the non-finite guard are the global batch's, so
+all ranks stop at the same step), scales ``dlogits`` by the shard's share ``n_r / N`` and sums the
+gradients after backward: the gradient of the mean loss over the global batch. ``fit`` starts
+from rank 0's weights, lets rank 0 alone read and write files (it reads the checkpoint and sends
+it to the others) and gives every rank rank 0's buffers before evaluating; evaluation counts are
+summed, so the accuracy is the whole test set's. With one process all of this is the identity.
 """
 import csv
 import json
@@ -35,6 +44,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from . import distributed
 from . import random as mr_random
 from .backend import asnumpy, get_array_module, on_device, to_device
 from .checkpoint import CheckpointError, load_state, save_state, unreadable
@@ -65,13 +75,17 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler=None, device=
                          "drop_last?)")
     model.train()
     loss_sum, correct, seen, start = 0.0, 0, 0, time.perf_counter()
+    progress = progress and distributed.is_main_process()
     bar = tqdm(loader, desc=desc, disable=not progress, leave=False, unit="batch", dynamic_ncols=True)
     with on_device(device):  # on "cuda:N", CuPy computes on GPU N only while it is the current one
         for batch, (images, labels) in enumerate(bar):
             x, y = to_device(images, device), to_device(labels, device)
             buffers = {name: buffer.copy() for name, buffer in model.named_buffers()}  # the forward moves them
             logits = model(x)
-            loss = float(criterion(logits, y))
+            shard_loss = float(criterion(logits, y))
+            batch_loss_sum, batch_size, batch_correct = distributed.sum_over_processes(
+                shard_loss * len(labels), len(labels), int((logits.argmax(axis=1) == y).sum()))
+            loss = batch_loss_sum / batch_size   # the global batch's, the same on every rank
             if not math.isfinite(loss):
                 bar.close()
                 model.load_state_dict(buffers, strict=False)
@@ -79,13 +93,17 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler=None, device=
                                      "the weights, the optimizer and the running statistics are those of before "
                                      "that batch (try a lower learning rate)")
             optimizer.zero_grad()
-            model.backward(criterion.backward())
+            dlogits = criterion.backward()
+            if batch_size != len(labels):  # a shard of n_r of the N samples: weight n_r / N
+                dlogits *= len(labels) / batch_size
+            model.backward(dlogits)
+            distributed.allreduce_gradients(model)
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
-            loss_sum += loss * len(labels)
-            correct += int((logits.argmax(axis=1) == y).sum())
-            seen += len(labels)
+            loss_sum += batch_loss_sum
+            correct += int(batch_correct)
+            seen += int(batch_size)
             rate = seen / (time.perf_counter() - start)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.1%}", img_s=f"{rate:.0f}")
     seconds = time.perf_counter() - start
@@ -105,8 +123,11 @@ def evaluate(model, loader, num_classes=10, device="cpu", progress=True, desc="t
     criterion = CrossEntropyLoss()
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
     loss_sum, seen, start = 0.0, 0, time.perf_counter()
+    progress = progress and distributed.is_main_process()
     with no_grad(), on_device(device):
         for images, labels in tqdm(loader, desc=desc, disable=not progress, leave=False, unit="batch"):
+            if len(labels) == 0:  # a rank's shard of a last batch smaller than the number of ranks
+                continue
             x = to_device(images, device)
             logits = model(x)
             if flip:
@@ -116,16 +137,19 @@ def evaluate(model, loader, num_classes=10, device="cpu", progress=True, desc="t
             confusion += np.bincount(labels * num_classes + predicted,
                                      minlength=num_classes ** 2).reshape(num_classes, num_classes)
             seen += len(labels)
+    loss_sum, seen = distributed.sum_over_processes(loss_sum, seen)  # every rank's shard of the test set
+    distributed.get_group().all_reduce(confusion)
     return {"loss": loss_sum / max(seen, 1), "accuracy": np.trace(confusion) / max(seen, 1),
             "confusion": confusion, "seconds": time.perf_counter() - start}
 
 
 def find_checkpoint(out_dir):
-    """The run folder's checkpoint: ``checkpoint.npz``, else the ``checkpoint.pkl`` of an older minires, else None."""
-    for name in (CHECKPOINT_NAME, LEGACY_CHECKPOINT_NAME):
-        if (Path(out_dir) / name).is_file():
-            return Path(out_dir) / name
-    return None
+    """The run folder's checkpoint: ``checkpoint.npz``, else the ``checkpoint.pkl`` of an older minires, else None.
+
+    In a run of several processes, rank 0's folder decides (the others may not see it).
+    """
+    candidates = [Path(out_dir) / name for name in (CHECKPOINT_NAME, LEGACY_CHECKPOINT_NAME)]
+    return distributed.main_process_result(lambda: next((path for path in candidates if path.is_file()), None))
 
 
 def save_checkpoint(path, model, optimizer, scheduler, loader, epoch, history, recipe=None):
@@ -146,9 +170,10 @@ def save_checkpoint(path, model, optimizer, scheduler, loader, epoch, history, r
 def read_checkpoint(path):
     """The contents of a checkpoint (``"epoch"``, ``"model"``, ... ``"recipe"``: None for format 1), checked.
 
-    ``CheckpointError`` names a file that cannot be read or is not a training checkpoint.
+    ``CheckpointError`` names a file that cannot be read or is not a training checkpoint. In a run of
+    several processes rank 0 reads the file and sends its contents to the others.
     """
-    state = load_state(path)
+    state = distributed.main_process_result(load_state, path)
     missing = [key for key in _CONTENTS if not (isinstance(state, dict) and key in state)]
     if missing:
         raise unreadable(path, f"it is not a training checkpoint (no {', '.join(missing)})")
@@ -240,18 +265,21 @@ def fit(model, optimizer, train_loader, test_loader, epochs, out_dir, scheduler=
     after the last finished epoch. ``recipe``, a dict of the settings that define the run (JSON
     values), is written into every checkpoint; resuming with another one is refused
     (``check_recipe``; a format-1 checkpoint recorded none and is not checked).
-    ``on_epoch_end(history, test_result)`` is called after each checkpoint; ``flip_test``
-    evaluates with the mirror images too (see ``evaluate``). NaN or infinity stops the run with
+    ``on_epoch_end(history, test_result)`` is called after each checkpoint (on rank 0 only, which
+    alone writes files, in a run of several processes); ``flip_test`` evaluates with the mirror
+    images too (see ``evaluate``). NaN or infinity stops the run with
     ``NonFiniteError``, whose message says which checkpoint is left.
     Returns the history: one dict per epoch (epoch, lr at its start, train_*, test_*, seconds of
     training with data loading, images/s, test_seconds of the evaluation).
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    remove_orphans(out_dir)  # the temporary files of writes that were killed
+    if distributed.is_main_process():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        remove_orphans(out_dir)  # the temporary files of writes that were killed
     checkpoint = out_dir / CHECKPOINT_NAME
     criterion = criterion or CrossEntropyLoss()
     start, history, kept = 0, [], "No checkpoint was written."
+    distributed.broadcast_module(model)  # every rank starts from rank 0's weights
     found = find_checkpoint(out_dir) if resume else None
     if found is not None:
         state = read_checkpoint(found)
@@ -266,6 +294,7 @@ def fit(model, optimizer, train_loader, test_loader, epochs, out_dir, scheduler=
         try:
             train = train_one_epoch(model, train_loader, criterion, optimizer, scheduler, device, progress,
                                     desc=f"epoch {epoch + 1}/{epochs}")
+            distributed.broadcast_buffers(model)  # without SyncBatchNorm each rank's statistics drifted
             test = evaluate(model, test_loader, num_classes, device, progress, flip=flip_test)
             row = {"epoch": epoch + 1, "lr": lr, "train_loss": train["loss"],
                    "train_accuracy": train["accuracy"], "test_loss": test["loss"],
@@ -275,9 +304,10 @@ def fit(model, optimizer, train_loader, test_loader, epochs, out_dir, scheduler=
         except NonFiniteError as error:
             raise NonFiniteError(f"{error}. {kept}") from None
         history.append(row)
-        save_checkpoint(checkpoint, model, optimizer, scheduler, train_loader, epoch, history, recipe)
         kept = f"{checkpoint} still holds epoch {epoch + 1}, the last with finite values."
-        write_metrics(history, out_dir)
-        if on_epoch_end is not None:
-            on_epoch_end(history, test)
+        if distributed.is_main_process():
+            save_checkpoint(checkpoint, model, optimizer, scheduler, train_loader, epoch, history, recipe)
+            write_metrics(history, out_dir)
+            if on_epoch_end is not None:
+                on_epoch_end(history, test)
     return history

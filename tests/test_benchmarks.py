@@ -4,6 +4,7 @@ Nothing here checks a timing: only that the workers run, that the tables have th
 rows, that the shapes are read off the models correctly and that both frameworks train alike.
 """
 import numpy as np
+import pytest
 
 from benchmarks import bench_layers, bench_train_step
 from benchmarks.harness import parse_markdown_table
@@ -53,3 +54,17 @@ def test_bench_train_step_prints_its_table_and_both_frameworks_train_alike():
     for framework in ("minires", "torch"):
         run, = result["runs"][framework]
         assert run["peak_mb"] >= run["baseline_mb"] > 0
+
+
+def test_bench_train_step_with_two_processes_trains_the_same_global_batch():
+    pytest.importorskip("mpi4py", reason="the [mpi] extra (mpi4py, mpich) is not installed")
+    result = bench_train_step.run_benchmark("resnet20", batch_size=2, steps=1, repeats=1, warmup=1, threads=1, ranks=2)
+    report = bench_train_step.format_report(result)
+    _, rows = parse_markdown_table(report)
+    assert [row[2] for row in rows] == ["minires", "PyTorch eager", "minires, 2 processes"]
+    assert "(all steps agree)" in report  # synchronised batch norm: the one-process losses
+    assert "2 processes x 1 BLAS thread (mpiexec, synchronised batch norm, shards of 1/1 images)" in report
+    run, = result["runs"]["minires-ranks"]
+    assert [rank["shard"] for rank in run["ranks"]] == [1, 1]
+    assert all(rank["peak_mb"] >= rank["baseline_mb"] > 0 and 0 <= rank["communication_share"] <= 1
+               for rank in run["ranks"])

@@ -85,6 +85,8 @@ CASES = [
     Case("batch_norm_forward", _BATCH_NORM_SHAPES, _batch_norm_arguments, "evaluation",
          _running_statistics(training=False)),
     Case("batch_norm_forward", dict(x=(3, 4)), lambda xp, a: [xp.asarray(a["x"]), None, None], "(N, C), no affine"),
+    Case("sync_batch_norm_forward", _BATCH_NORM_SHAPES, _batch_norm_arguments, "one process",
+         lambda xp, a: dict(running_mean=xp.asarray(a["mean"]), running_var=xp.asarray(np.abs(a["var"]) + 0.5))),
     Case("max_pool2d_forward", dict(x=(2, 3, 7, 8)), lambda xp, a: [xp.asarray(a["x"]), 3, 2, 1]),
     Case("avg_pool2d_forward", dict(x=(2, 3, 7, 8)), lambda xp, a: [xp.asarray(a["x"]), 3, 2, 1]),
     Case("adaptive_avg_pool2d_forward", dict(x=(2, 3, 7, 5)), lambda xp, a: [xp.asarray(a["x"]), (3, 2)]),

@@ -11,6 +11,15 @@ epoch's batches depend on nothing else: not on the previous epochs, not on the t
 prepares them, not on whether the run was resumed. ``state_dict()`` holds the seed and the
 next epoch.
 
+Data parallelism: with ``rank`` and ``world_size`` (``minires.distributed``'s) each of the K
+processes gets its shard of every batch, like PyTorch's ``DistributedSampler``: ``batch_size`` is
+the *global* batch, rank ``r`` serves the ``r``-th of K contiguous slices of it (sizes differ by at
+most one: 64 over 3 ranks is 22/21/21), and every rank serves the same number of batches. Each
+rank augments the whole global batch, from the same generator, and keeps its slice: so which
+samples and which crops and flips make up a global batch does not depend on K, and with K = 1 the
+batches are exactly those of a one-process loader. (The price: each rank transforms K times the
+images it keeps; for CIFAR-10 that is about a millisecond per batch of 64.)
+
 Overlap: with ``prefetch=True`` a background thread prepares batch ``b + 1`` (gather,
 augment, convert) while the caller computes on batch ``b``: a one-batch lookahead. NumPy
 releases the GIL in its copies, so the two really run at once. An error in the thread is
@@ -96,10 +105,13 @@ class DataLoader:
     ``set_epoch(e)`` chooses the epoch of the next loop, as with PyTorch's ``DistributedSampler``.
     Save ``state_dict()`` with a checkpoint and ``load_state_dict`` it on resume: the resumed
     run sees the same batches and the same augmentations.
+
+    ``rank`` and ``world_size`` (data parallelism, see the top of this file): serve rank's shard
+    of each global batch of ``batch_size``; the shards of a batch, in rank order, make up the batch.
     """
 
     def __init__(self, dataset, batch_size=1, shuffle=False, drop_last=False, transform=None,
-                 seed=0, prefetch=True):
+                 seed=0, prefetch=True, rank=0, world_size=1):
         if isinstance(dataset, tuple):
             dataset = ArrayDataset(*dataset)
         if not (hasattr(dataset, "data") and hasattr(dataset, "targets")):
@@ -107,7 +119,15 @@ class DataLoader:
                             f"an (images, labels) pair, got {type(dataset).__name__}")
         if not (isinstance(batch_size, (int, np.integer)) and batch_size > 0):
             raise ValueError(f"DataLoader: batch_size must be a positive int, got {batch_size!r}")
+        if not (isinstance(world_size, (int, np.integer)) and world_size > 0
+                and isinstance(rank, (int, np.integer)) and 0 <= rank < world_size):
+            raise ValueError(f"DataLoader: expected a world_size >= 1 and a rank in 0..world_size-1, "
+                             f"got rank {rank!r} and world_size {world_size!r}")
+        if batch_size < world_size:
+            raise ValueError(f"DataLoader: a batch of {batch_size} cannot be shared by {world_size} "
+                             "processes (batch_size is the global batch, split over the processes)")
         self.dataset, self.batch_size = dataset, int(batch_size)
+        self.rank, self.world_size = int(rank), int(world_size)
         self.shuffle, self.drop_last, self.prefetch = shuffle, drop_last, prefetch
         self.transform = ToFloat() if transform is None else transform
         self.seed = self._check_seed(seed)
@@ -139,6 +159,12 @@ class DataLoader:
         n = len(self.dataset.targets)
         return _generator(self.seed, epoch, 0).permutation(n) if self.shuffle else np.arange(n)
 
+    def shard(self, count):
+        """``(start, stop)`` of this rank's slice of a global batch of ``count`` samples."""
+        size, larger = divmod(count, self.world_size)   # the first ``larger`` ranks get one more
+        start = self.rank * size + min(self.rank, larger)
+        return start, start + size + (self.rank < larger)
+
     def _batch(self, epoch, order, b):
         indices = order[b * self.batch_size:(b + 1) * self.batch_size]
         images = self.transform(self.dataset.data[indices], _generator(self.seed, epoch, 1, b))
@@ -146,7 +172,8 @@ class DataLoader:
             raise TypeError("DataLoader: the transform must return a float32 NumPy batch "
                             f"(N, C, H, W), got {type(images).__name__} "
                             f"{getattr(images, 'dtype', '')} {getattr(images, 'shape', '')}")
-        return images, self.dataset.targets[indices]
+        start, stop = self.shard(len(indices))
+        return images[start:stop], self.dataset.targets[indices[start:stop]]
 
     def __iter__(self):
         epoch = self.epoch

@@ -12,5 +12,6 @@ from .loss import CrossEntropyLoss
 from .reshape import Flatten, Identity
 from .conv import Conv2d
 from .norm import BatchNorm1d, BatchNorm2d
+from .sync_norm import SyncBatchNorm, convert_sync_batchnorm
 from .pool import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 from .reference import reference_kernels

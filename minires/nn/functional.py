@@ -11,5 +11,6 @@ from .loss import cross_entropy_backward, cross_entropy_forward, softmax_cross_e
 from .reshape import flatten_backward, flatten_forward
 from .conv import col2im, conv2d_backward, conv2d_forward, im2col
 from .norm import batch_norm_backward, batch_norm_forward
+from .sync_norm import sync_batch_norm_backward, sync_batch_norm_forward
 from .pool import (adaptive_avg_pool2d_backward, adaptive_avg_pool2d_forward, avg_pool2d_backward,
                    avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward)

@@ -193,12 +193,19 @@ def _batch_norm(x, gamma, beta, running_mean, running_var, training, momentum, e
     else:
         centred = _per_channel(xp.subtract, x, running_mean)
         var = running_var.astype(np.float64)
+    y, inv_std = _scale_and_shift(centred, var, gamma, beta, eps)
+    return y, BatchNormCache(centred, inv_std, gamma, beta is not None, batch_stats)
+
+
+def _scale_and_shift(centred, var, gamma, beta, eps):
+    """``y = (x - mu) * gamma / sqrt(var + eps) + beta`` from ``centred = x - mu``; returns ``(y, s)``."""
+    xp = get_array_module(centred)
     inv_std = 1.0 / xp.sqrt(var + eps)
     scale = inv_std if gamma is None else inv_std * gamma       # y = (x - mu) * scale + beta
     y = _per_channel(xp.multiply, centred, scale)
     if beta is not None:
         _per_channel(xp.add, y, beta, out=y)
-    return y, BatchNormCache(centred, inv_std, gamma, beta is not None, batch_stats)
+    return y, inv_std
 
 
 def batch_norm_forward(x, gamma, beta, *, running_mean=None, running_var=None, training=True,
@@ -225,25 +232,35 @@ def batch_norm_backward(dy, cache):
     """``(dx, dgamma, dbeta)``; ``dgamma``/``dbeta`` are ``None`` when gamma/beta were ``None``."""
     centred, inv_std = cache.centred, cache.inv_std
     check_same_shape("batch_norm_backward", dy, centred.shape, "upstream gradient")
-    xp = get_array_module(dy, centred)
-    scale = inv_std if cache.gamma is None else inv_std * cache.gamma        # gamma * s
     sum_dy = _channel_sum(dy) if cache.batch_stats or cache.has_beta else None
     sum_dy_centred = _channel_dot(dy, centred) if cache.batch_stats or cache.gamma is not None else None
-
     if cache.batch_stats:
-        # dx = gamma*s * (dy - sum(dy)/M - (x - mu) * s^2 * sum(dy*(x - mu))/M), with x_hat = (x - mu)*s
-        count = _values_per_channel(centred)
-        dx = _per_channel(xp.multiply, centred, inv_std ** 2 * sum_dy_centred / count)
-        _per_channel(xp.add, dx, sum_dy / count, out=dx)
-        xp.subtract(dy, dx, out=dx)
-        _per_channel(xp.multiply, dx, scale, out=dx)
+        dx = _batch_stats_input_gradient(dy, cache, sum_dy, sum_dy_centred, _values_per_channel(centred))
     else:
-        dx = _per_channel(xp.multiply, dy, scale)
+        dx = _per_channel(get_array_module(dy, centred).multiply, dy, _gamma_times_inv_std(cache))
+    return (dx, *_affine_gradients(cache, sum_dy, sum_dy_centred))
 
-    dtype = centred.dtype
-    dgamma = None if cache.gamma is None else (inv_std * sum_dy_centred).astype(dtype)
+
+def _gamma_times_inv_std(cache):
+    return cache.inv_std if cache.gamma is None else cache.inv_std * cache.gamma
+
+
+def _batch_stats_input_gradient(dy, cache, sum_dy, sum_dy_centred, count):
+    """``dx`` when mu and var came from the batch, given the two per-channel sums over its ``count`` values."""
+    xp = get_array_module(dy, cache.centred)
+    # dx = gamma*s * (dy - sum(dy)/M - (x - mu) * s^2 * sum(dy*(x - mu))/M), with x_hat = (x - mu)*s
+    dx = _per_channel(xp.multiply, cache.centred, cache.inv_std ** 2 * sum_dy_centred / count)
+    _per_channel(xp.add, dx, sum_dy / count, out=dx)
+    xp.subtract(dy, dx, out=dx)
+    return _per_channel(xp.multiply, dx, _gamma_times_inv_std(cache), out=dx)
+
+
+def _affine_gradients(cache, sum_dy, sum_dy_centred):
+    """``(dgamma, dbeta) = (s * sum(dy * (x - mu)), sum(dy))`` in the input's dtype, ``None`` where absent."""
+    dtype = cache.centred.dtype
+    dgamma = None if cache.gamma is None else (cache.inv_std * sum_dy_centred).astype(dtype)
     dbeta = sum_dy.astype(dtype) if cache.has_beta else None
-    return dx, dgamma, dbeta
+    return dgamma, dbeta
 
 
 # -- modules ---------------------------------------------------------------------------------
@@ -295,29 +312,41 @@ class _BatchNorm(Module):
         if self.bias is not None:
             self.bias.data[...] = 0
 
-    def forward(self, x):
-        gamma = None if self.weight is None else self.weight.data
-        beta = None if self.bias is None else self.bias.data
-        uses_batch_stats = self.training or self.running_mean is None
-        _check_inputs(self, x, gamma, beta, self.running_mean, self.running_var, uses_batch_stats,
+    def _affine_arrays(self):
+        """``(gamma, beta)``: the arrays of weight and bias, ``None`` for an absent one."""
+        return (None if self.weight is None else self.weight.data,
+                None if self.bias is None else self.bias.data)
+
+    def _check(self, x, uses_batch_stats):
+        _check_inputs(self, x, *self._affine_arrays(), self.running_mean, self.running_var, uses_batch_stats,
                       self._ranks, self._layout, self.num_features)
+
+    def _momentum_of_this_batch(self):
+        """Counts the batch in training mode; ``momentum=None`` weighs every batch the same."""
         momentum = self.momentum
         if self.training and self.track_running_stats:
             self.num_batches_tracked += 1
             if momentum is None:  # a cumulative moving average: every batch weighs the same
                 momentum = 1.0 / float(self.num_batches_tracked)
-        y, cache = _batch_norm(x, gamma, beta, self.running_mean, self.running_var, self.training,
-                               momentum, self.eps)
+        return momentum
+
+    def forward(self, x):
+        self._check(x, uses_batch_stats=self.training or self.running_mean is None)
+        y, cache = _batch_norm(x, *self._affine_arrays(), self.running_mean, self.running_var, self.training,
+                               self._momentum_of_this_batch(), self.eps)
         self._save_for_backward(cache)
         return y
 
     def backward(self, grad_output):
         dx, dgamma, dbeta = batch_norm_backward(grad_output, self._saved_for_backward())
+        self._accumulate_affine_grads(dgamma, dbeta)
+        return dx
+
+    def _accumulate_affine_grads(self, dgamma, dbeta):
         if self.weight is not None:
             self.weight.accumulate_grad(dgamma)
         if self.bias is not None:
             self.bias.accumulate_grad(dbeta)
-        return dx
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "

@@ -1,7 +1,7 @@
 """The sheet's layers in one toolbox: your own where your exercise passes, minires' otherwise.
 
 Exercise 7 wires a residual block from the ReLU, batch norm and convolution of exercises 1, 5
-and 6; the guided notebook ``demos/notebooks/2_your_layers.py`` trains a small network from all
+and 6; the guided notebook ``demos/notebooks/2_your_own_layers.py`` trains a small network from all
 six layers. Both take their layers from a toolbox, one namespace with the sheet's function names:
 
     layers = toolbox()                          # minires' functions, under the sheet's names

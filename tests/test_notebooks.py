@@ -55,7 +55,8 @@ def test_notebook_runs_end_to_end(path, monkeypatch):
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     notebook = jupytext.read(path)
-    client = nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3",
+    # the timeout guards against a hang; each notebook takes well under 2 minutes on 2 shared cores
+    client = nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
                                      resources={"metadata": {"path": str(path.parent)}})
     client.execute()   # raises CellExecutionError, with the cell and its traceback, when a cell fails
     printed = "".join(output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", []))

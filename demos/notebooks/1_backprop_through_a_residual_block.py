@@ -73,7 +73,7 @@ def draw_block(ax):
     ax.text(xs[3], -1.3, "shortcut's gradient: g, unchanged", ha="center", color="tab:red", fontsize=10)
     ax.text(xs[2], -0.45, "branch's gradient: F'(x)$^T$ g", ha="center", color="tab:red", fontsize=10)
     ax.text(xs[7], -0.45, "g = $\\bar{y}$ * [s > 0]", ha="center", color="tab:red", fontsize=10)
-    ax.text(xs[8], -0.45, "$\\bar{y}$ = dL/dy", ha="center", color="tab:red", fontsize=10)
+    ax.text(xs[8], -0.75, "$\\bar{y}$ =\ndL/dy", ha="center", va="top", color="tab:red", fontsize=10)
     ax.text((xs[5] + xs[6]) / 2, -0.45, "g", ha="center", color="tab:red", fontsize=10)
     ax.text(xs[0], -0.75, "dL/dx =\nF'(x)$^T$g + g", ha="center", va="top", color="tab:red", fontsize=10)
     ax.set(xlim=(xs[0] - 0.8, xs[-1] + 0.8), ylim=(-1.7, 1.5))

@@ -28,12 +28,14 @@
 # collapsed cell below them.
 
 # %%
+import io
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-from IPython.display import display
+from IPython.display import Image, display
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 import minires
 from minires import models
@@ -49,6 +51,14 @@ train_set, test_set, source = study_common.cifar_or_stand_in(settings.steps * se
 images = study_common.NORMALIZE(test_set.data, None)
 labels = np.asarray(test_set.targets)
 print("data:", source)
+data_name = source.split(":")[0]   # "CIFAR-10" or "stand-in images", for the pictures' titles
+
+
+def show(figure):
+    """Draw one of the demo's figures (matplotlib Figure objects, not pyplot's) in the notebook."""
+    png = io.BytesIO()
+    FigureCanvasAgg(figure).print_png(png)
+    display(Image(png.getvalue()))
 
 # %% [markdown]
 # ## One measurement, by hand
@@ -88,7 +98,7 @@ for depth in (20, 56):
 print(skip_connections.table(rows, settings.steps))
 
 # %%
-display(skip_connections.gradient_figure(rows, settings.steps, source))
+show(skip_connections.gradient_figure(rows, settings.steps, data_name))
 
 # %% [markdown]
 # **Why?** At initialisation the plain nets' gradient *grows* on its way back, towards the input
@@ -128,7 +138,7 @@ for block in ("layer1.4", "layer2.4", "layer3.4"):
           f"{conv1.grad_norm:>20.3g}{conv2.grad_norm:>10.3g}")
 
 # %%
-display(skip_connections.share_figure(rows, settings.steps, source))
+show(skip_connections.share_figure(rows, settings.steps, data_name))
 
 # %% [markdown]
 # **Why?** In ResNet-56 the shortcut share is above 0.5 near the output and falls towards the

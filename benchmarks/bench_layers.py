@@ -1,7 +1,7 @@
 """Every convolution, batch norm and pooling of ResNet-18-CIFAR and ResNet-20, minires against PyTorch.
 
-    python benchmarks/bench_layers.py                       # both models, batch 128
-    python benchmarks/bench_layers.py --models resnet20 --batch-size 64 --iters 10
+    python -m benchmarks.bench_layers                       # both models, batch 128
+    python -m benchmarks.bench_layers --models resnet20 --batch-size 64 --iters 10
 
 The shapes come from the models themselves: a minires forward and backward at batch 2 with
 hooks on every layer records each layer's hyper-parameters, its input shape, and the memory
@@ -31,14 +31,13 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-from harness import (FRAMEWORKS, alternate, blas_description, command_line, machine_lines, markdown_table,
+from .harness import (FRAMEWORKS, alternate, blas_description, command_line, machine_lines, markdown_table,
                      median, argument_parser, serve_as_worker, torch_description)
 
-SCRIPT = Path(__file__).resolve()
+MODULE = "benchmarks.bench_layers"   # run as python -m MODULE from the checkout's root
 MODEL_LABELS = {"resnet18_cifar": "R18", "resnet20": "R20"}
 GEMM_SHARE_TARGET = 0.75
 
@@ -267,7 +266,7 @@ def run_benchmark(model_names=tuple(MODEL_LABELS), batch_size=128, iters=5, repe
     load_before = os.getloadavg()[0]
     layers = collect_layers(model_names, batch_size)
     config = dict(layers=layers, iters=iters, warmup=warmup, threads=threads)
-    runs = alternate(SCRIPT, {framework: config for framework in FRAMEWORKS}, repeats,
+    runs = alternate(MODULE, {framework: config for framework in FRAMEWORKS}, repeats,
                      describe=lambda _, run: f"{sum(t['forward'] + t['backward'] for t in run['timings']):.2f} s "
                                              f"for all {len(layers)} layers")
     return {"layers": layers, "runs": runs, "batch_size": batch_size, "iters": iters, "repeats": repeats,
@@ -379,7 +378,7 @@ def format_report(result):
            else f"Every 3×3 convolution meets the {GEMM_SHARE_TARGET:.0%} GEMM-share target."),
         "",
         *machine_lines(result["threads"], info, result["load_before"], result["load_after"]),
-        f"- command: `{command_line()}`",
+        f"- command: `{command_line(MODULE)}`",
     ])
 
 

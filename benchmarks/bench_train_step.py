@@ -6,8 +6,8 @@ parameter, in both). Both frameworks start from the same weights (a minires mode
 fixed seed, saved to a file that both load) and train on the same batch of random images, so
 their losses must agree step by step; the report prints them as a check.
 
-    python benchmarks/bench_train_step.py --model resnet18_cifar --batch-size 128
-    python benchmarks/bench_train_step.py --model resnet20 --batch-size 128 --steps 20 --repeats 5
+    python -m benchmarks.bench_train_step --model resnet18_cifar --batch-size 128
+    python -m benchmarks.bench_train_step --model resnet20 --batch-size 128 --steps 20 --repeats 5
 
 Each framework runs in its own worker process (see ``harness.py``: thread pools must not
 fight), alternating minires, torch, minires, torch ...; a worker imports its framework (the
@@ -15,7 +15,7 @@ memory baseline is read here), builds the model, runs ``--warmup`` untimed steps
 pay for page faults and lazy initialisation), then times ``--steps`` steps one by one. The
 report gives the median step over all workers, images/s, the ratio minires / PyTorch, and each
 worker's peak resident memory (``getrusage`` ``ru_maxrss``), whole and above the baseline after
-the imports. The PyTorch model is the reference ResNet of the tests (``tests/torch_resnet.py``,
+the imports. The PyTorch model is the reference ResNet of the tests (``tests/support/torch_resnet.py``,
 torchvision's layout; torchvision itself cannot be installed beside this torch).
 """
 import os
@@ -26,11 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import (FRAMEWORKS, alternate, blas_description, command_line, machine_lines, markdown_table,
+from .harness import (FRAMEWORKS, alternate, blas_description, command_line, machine_lines, markdown_table,
                      median, argument_parser, peak_rss_mb, serve_as_worker, torch_description)
 
-SCRIPT = Path(__file__).resolve()
-TESTS_DIR = SCRIPT.parents[1] / "tests"   # holds torch_resnet.py, the PyTorch reference models
+MODULE = "benchmarks.bench_train_step"   # run as python -m MODULE from the checkout's root
 
 # name -> (image size, classes, default timed steps per worker: ~15 s of work on 2 cores)
 MODELS = {
@@ -73,8 +72,7 @@ def torch_step(config):
     """The same step in PyTorch eager (the same four results as ``minires_step``)."""
     import torch
     import torch.nn.functional as F
-    sys.path.insert(0, str(TESTS_DIR))
-    import torch_resnet
+    from tests.support import torch_resnet
     torch.set_num_threads(config["threads"])
     baseline = peak_rss_mb()
     model = getattr(torch_resnet, config["model"])()
@@ -135,7 +133,7 @@ def run_benchmark(model="resnet18_cifar", batch_size=128, steps=None, repeats=3,
     with tempfile.TemporaryDirectory(prefix="bench_train_step_") as folder:
         weights, data = save_inputs(model, batch_size, seed, folder)
         config = dict(model=model, weights=weights, data=data, steps=steps, warmup=warmup, threads=threads)
-        runs = alternate(SCRIPT, {framework: config for framework in FRAMEWORKS}, repeats,
+        runs = alternate(MODULE, {framework: config for framework in FRAMEWORKS}, repeats,
                          describe=lambda _, run: f"{1000 * median(run['seconds']):.0f} ms/step, "
                                                  f"peak {run['peak_mb']:.0f} MB")
     return {"model": model, "batch_size": batch_size, "steps": steps, "repeats": repeats,
@@ -186,7 +184,7 @@ def format_report(result):
         f"PyTorch {losses['torch'][-1]:.4f} (all steps {'agree' if agree else '**DIFFER**'}).",
         "",
         *machine_lines(result["threads"], info, result["load_before"], result["load_after"]),
-        f"- command: `{command_line()}`",
+        f"- command: `{command_line(MODULE)}`",
     ]
     return "\n".join(lines)
 

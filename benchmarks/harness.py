@@ -17,10 +17,12 @@ import statistics
 import subprocess
 import sys
 from importlib import metadata
+from pathlib import Path
 
 FRAMEWORKS = ("minires", "torch")
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 RESULT_MARK = "BENCHMARK-RESULT "
+CHECKOUT = Path(__file__).resolve().parents[1]  # workers run from here: `benchmarks` and `tests` import
 
 
 # -- the parent's side ------------------------------------------------------------------------------
@@ -31,11 +33,11 @@ def worker_environment(threads):
     return env
 
 
-def run_worker(script, framework, config):
-    """Run ``script --worker framework config`` in a fresh process; its JSON result as a dict."""
-    command = [sys.executable, str(script), "--worker", framework, json.dumps(config)]
-    done = subprocess.run(command, env=worker_environment(config["threads"]), capture_output=True,
-                          text=True)
+def run_worker(module, framework, config):
+    """Run ``python -m module --worker framework config`` in a fresh process; its JSON result as a dict."""
+    command = [sys.executable, "-m", module, "--worker", framework, json.dumps(config)]
+    done = subprocess.run(command, env=worker_environment(config["threads"]), cwd=CHECKOUT,
+                          capture_output=True, text=True)
     results = [line[len(RESULT_MARK):] for line in done.stdout.splitlines() if line.startswith(RESULT_MARK)]
     if done.returncode or not results:
         raise RuntimeError(f"the {framework} worker failed (exit code {done.returncode}):\n"
@@ -43,7 +45,7 @@ def run_worker(script, framework, config):
     return json.loads(results[-1])
 
 
-def alternate(script, configs, repeats, describe=None):
+def alternate(module, configs, repeats, describe=None):
     """Run the workers ``repeats`` times each, in the order minires, torch, minires, torch ...
 
     ``configs`` maps each framework to its worker's config; returns framework -> list of results.
@@ -52,7 +54,7 @@ def alternate(script, configs, repeats, describe=None):
     results = {framework: [] for framework in FRAMEWORKS}
     for repeat in range(repeats):
         for framework in FRAMEWORKS:
-            result = run_worker(script, framework, configs[framework])
+            result = run_worker(module, framework, configs[framework])
             results[framework].append(result)
             note = f": {describe(framework, result)}" if describe else ""
             print(f"  repeat {repeat + 1}/{repeats} {framework:<7}{note}", file=sys.stderr, flush=True)
@@ -169,7 +171,6 @@ def machine_lines(threads, worker_info, load_before, load_after):
     ]
 
 
-def command_line():
-    """How this benchmark was started, to paste under its table."""
-    script = os.path.relpath(sys.argv[0]) if sys.argv and sys.argv[0] else "?"
-    return "python " + " ".join([script, *sys.argv[1:]])
+def command_line(module):
+    """How this benchmark was started (from the checkout's root), to paste under its table."""
+    return " ".join(["python -m", module, *sys.argv[1:]])

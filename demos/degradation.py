@@ -1,6 +1,6 @@
 """The degradation problem (He et al. 2015, Fig. 6) at laptop scale: deeper plain nets train worse.
 
-    python demos/degradation.py                  # --quick: about 15 minutes on a 2-core CPU
+    python demos/degradation.py                  # --quick: about 12 minutes on a 2-core CPU
     python demos/degradation.py --steps 2000 --subset 20000 --depths 20 32 44 56   # longer
 
 Trains plain-20 and plain-56, then ResNet-20 and ResNet-56 (option A shortcuts, as in the paper)
@@ -43,17 +43,17 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-import study_common  # also puts the checkout on sys.path
+import study_common  # the sibling module: python puts demos/ on sys.path
 import minires
 from minires import data, optim, train
-from minires.backend import to_device
+from minires.backend import on_device, to_device
 from minires.io import atomic_write
 
 DEPTH_COLOURS = {20: "tab:orange", 32: "tab:cyan", 44: "tab:red", 56: "tab:blue", 110: "tab:green"}
 
 
 PRESETS = {
-    # about 15 minutes on a 2-core CPU (measured: see docs/learning.md)
+    # about 12 minutes on a 2-core CPU (measured: README, "The degradation problem")
     "quick": {"depths": [20, 56], "steps": 300, "batch_size": 32, "lr": 0.02, "subset": 10000,
               "test_size": 500, "eval_every": 50},
     # He et al.'s CIFAR-10 recipe (for a GPU): 64k iterations of 128 images
@@ -199,7 +199,8 @@ def main(argv=None):
                     print(f"{name:<11} {message}  ({time.perf_counter() - start:.0f} s)", flush=True)
 
             train_loader.set_epoch(0)  # every network sees the same batches
-            points = train_and_measure(model, train_loader, test_loader, args, report)
+            with on_device(args.device):  # CuPy computes on the current GPU only
+                points = train_and_measure(model, train_loader, test_loader, args, report)
             runs.append({"name": name, "depth": depth, "residual": residual, "points": points,
                          "seconds": time.perf_counter() - start})
             with atomic_write(out / "degradation.json", "w") as f:

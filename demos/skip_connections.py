@@ -41,10 +41,10 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-import study_common  # also puts the checkout on sys.path
+import study_common  # the sibling module: python puts demos/ on sys.path
 import minires
 from minires import data, optim, train
-from minires.backend import to_device
+from minires.backend import on_device, to_device
 from minires.inspect import record_gradient_flow
 from minires.io import atomic_write
 
@@ -88,7 +88,7 @@ def train_briefly(model, train_set, args):
     try:
         result = train.train_one_epoch(model, loader, train.CrossEntropyLoss(), optimizer,
                                        device=args.device, progress=False)
-    except train.NonFiniteLossError:
+    except train.NonFiniteError:
         return float("nan")
     return result["loss"]
 
@@ -213,7 +213,8 @@ def main(argv=None):
     rows = []
     for depth in args.depths:
         for residual in (False, True):
-            rows.append(run(depth, residual, probe, train_set, args))
+            with on_device(args.device):  # CuPy computes on the current GPU only
+                rows.append(run(depth, residual, probe, train_set, args))
             print(f"  {rows[-1]['name']}: {rows[-1]['seconds']:.1f} s", flush=True)
     out = Path(args.out)
     _save(gradient_figure(rows, args.steps, source), out / "gradient_per_layer.png")

@@ -12,9 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from minires import data, models  # noqa: E402
+from minires import data, models
 
 DEFAULT_DATA = os.environ.get("MINIRES_DATA", str(Path.home() / ".cache" / "minires" / "data"))
 NORMALIZE = data.Compose([data.ToFloat(), data.Normalize(data.CIFAR10_MEAN, data.CIFAR10_STD)])

@@ -5,9 +5,14 @@ then writes ``xp.zeros``, ``xp.matmul`` ... so that the same code runs on both.
 Nothing here moves data between host and device unless asked to: ``to_device`` and
 ``asnumpy`` are the only doors, and mixing devices in one op is an error.
 
-Other array libraries with a NumPy-compatible module can be plugged in with
-``register_array_module`` (the test-suite uses it for a strict CuPy stand-in).
+Test hook: ``with substitute_cupy(module):`` puts a stand-in where CuPy stands, for the
+block only (``minires.testing.fake_cupy``, whose arrays live on a fake GPU). Nothing in minires
+calls it, so it is never active in normal use; inside the block every line below that CuPy
+would run -- the device of an array, ``to_device``, ``asnumpy``, ``cupy_available``, seeding --
+runs on the stand-in.
 """
+import contextlib
+
 import numpy as np
 
 try:  # CuPy is optional (the "gpu" extra); importing it must never break NumPy users.
@@ -15,39 +20,49 @@ try:  # CuPy is optional (the "gpu" extra); importing it must never break NumPy 
 except Exception:  # ImportError, or a CUDA driver/library error raised at import
     _cupy = None
 
-_registered = []  # (array type, array module, device name) for extra back-ends
+
+@contextlib.contextmanager
+def substitute_cupy(module):
+    """Test hook: within the block, ``module`` plays CuPy (see the module docstring).
+
+    ``module`` needs what minires asks of CuPy: ``ndarray`` (whose arrays have ``.device.id``),
+    ``asarray``, ``asnumpy``, ``cuda.Device`` and ``cuda.runtime.getDeviceCount``, ``random.seed``,
+    and the NumPy-like functions the ops call. ``None`` plays a machine without CuPy.
+    """
+    global _cupy
+    previous, _cupy = _cupy, module
+    try:
+        yield module
+    finally:
+        _cupy = previous
 
 
-def register_array_module(array_type, module, device="cpu"):
-    """Make ``get_array_module`` return ``module`` for arrays of ``array_type``."""
-    _registered.append((array_type, module, device))
-
-
-def _lookup(x):
-    for array_type, module, device in _registered:
-        if isinstance(x, array_type):
-            return module, device
-    if _cupy is not None and isinstance(x, _cupy.ndarray):
-        return _cupy, f"cuda:{x.device.id}"
-    return None, None
+def cupy_module():
+    """The CuPy module (or the stand-in put in its place) when it sees a GPU, else ``None``."""
+    return _cupy if cupy_available() else None
 
 
 def get_array_module(*arrays):
-    """NumPy or CuPy (or a registered module), taken from the arrays given.
+    """NumPy or CuPy, taken from the arrays given.
 
-    Raises ``ValueError`` when the arrays live on different devices.
+    Raises ``ValueError`` when the arrays live on different devices (the host and a GPU, or two GPUs).
     """
-    modules = {_lookup(a)[0] or np for a in arrays if a is not None and not np.isscalar(a)}
-    if len(modules) > 1:
-        names = sorted(f"{type(a).__module__}.{type(a).__name__}" for a in arrays if a is not None)
+    devices = {}  # device -> an array that lives there
+    for a in arrays:
+        if a is not None and not np.isscalar(a):
+            devices.setdefault(device_of(a), a)
+    if len(devices) > 1:
+        names = sorted(f"{type(a).__module__}.{type(a).__name__} on {device}" for device, a in devices.items())
         raise ValueError(f"arrays from different devices cannot be mixed: got {', '.join(names)}; "
                          "move them with minires.backend.to_device first")
-    return modules.pop() if modules else np
+    return np if set(devices) <= {"cpu"} else _cupy
 
 
 def device_of(x):
     """``"cpu"`` or ``"cuda:N"``: where the array lives."""
-    return _lookup(x)[1] or "cpu"
+    if _cupy is not None and isinstance(x, _cupy.ndarray):
+        return f"cuda:{x.device.id}"
+    return "cpu"
 
 
 def cupy_available():
@@ -67,27 +82,43 @@ def asnumpy(x):
     return np.asarray(x)
 
 
-def _parse_device(device):
+def parse_device(device):
+    """``("cpu", None)``, ``("cuda", None)`` or ``("cuda", N)``; anything else is a ValueError."""
     device = str(device)
-    if device == "cpu":
-        return "cpu", None
-    if device == "cuda" or device.startswith("cuda:"):
-        index = int(device.split(":")[1]) if ":" in device else None
-        return "cuda", index
+    kind, _, index = device.partition(":")
+    if device in ("cpu", "cuda") or (kind == "cuda" and index.isdigit()):
+        return kind, int(index) if index else None
     raise ValueError(f"to_device: expected 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+
+
+def _require_cupy(device):
+    if not cupy_available():
+        raise RuntimeError(f"to_device: device {device!r} asked for, but CuPy finds no CUDA device "
+                           "(install the 'gpu' extra on a machine with a GPU)")
+
+
+def on_device(device):
+    """The context in which CuPy computes on ``device``; nothing to do for "cpu" and "cuda" (the current GPU).
+
+    CuPy computes on the current GPU and refuses arrays of another one (or, with peer access, reads
+    them slowly across the bus), so work on the arrays of "cuda:1" runs in ``with on_device("cuda:1"):``.
+    minires' entry points that are given a device or move arrays to one (``Module.to``,
+    ``load_state_dict``, the optimizers' ``load_state_dict``, ``train_one_epoch``, ``evaluate``)
+    enter it themselves.
+    """
+    kind, index = parse_device(device)
+    if kind == "cpu" or index is None:
+        return contextlib.nullcontext()
+    _require_cupy(device)
+    return _cupy.cuda.Device(index)
 
 
 def to_device(x, device):
     """Copy ``x`` to ``device`` ("cpu", "cuda", "cuda:N"); returns ``x`` when already there."""
-    kind, index = _parse_device(device)
-    if kind == "cpu":
+    if parse_device(device)[0] == "cpu":
         return asnumpy(x)
-    if not cupy_available():
-        raise RuntimeError(f"to_device: device {device!r} asked for, but CuPy finds no CUDA device "
-                           "(install the 'gpu' extra on a machine with a GPU)")
-    if index is None:
-        return _cupy.asarray(x)
-    with _cupy.cuda.Device(index):
+    _require_cupy(device)
+    with on_device(device):
         return _cupy.asarray(x)
 
 

@@ -2,7 +2,12 @@
 
 Every write is atomic: the data goes to a temporary file in the same folder, is flushed to
 disk, and only then renamed over the target (``os.replace`` is atomic on POSIX and Windows).
-A crash in the middle leaves the previous good file untouched.
+A crash in the middle leaves the previous good file untouched (and the temporary file, which
+``remove_orphans`` clears away when the next run starts).
+
+Pickles written by others (CIFAR-10's batch files, the checkpoints of older minires) are read
+with ``RestrictedUnpickler``: unpickling can call any function the file names, so only the
+few a file of arrays needs are admitted.
 """
 import contextlib
 import os
@@ -35,6 +40,16 @@ def atomic_write(path, mode="wb"):
         raise
 
 
+def remove_orphans(folder, suffix=".tmp"):
+    """Delete the temporary files (``.NAME.XXXXXXXX.tmp``) that killed atomic writes left in ``folder``.
+
+    Call it only when no other process writes in ``folder``: their writes in progress look the same.
+    """
+    for orphan in Path(folder).glob(f".*.*{suffix}"):
+        if orphan.is_file():
+            orphan.unlink()
+
+
 def _current_umask():
     umask = os.umask(0)
     os.umask(umask)
@@ -58,15 +73,29 @@ def load_npz(path):
         return OrderedDict((name, archive[name]) for name in archive.files)
 
 
-def save_pickle(obj, path):
-    """Pickle ``obj`` atomically (training checkpoints: nested dicts of arrays and numbers)."""
-    with atomic_write(path) as f:
-        pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
+# How NumPy pickles arrays, dtypes and scalars: the globals a file of arrays needs. NumPy 2
+# renamed numpy.core to numpy._core, and a file names the module of the NumPy that wrote it.
+NUMPY_GLOBALS = frozenset(
+    {("numpy", "ndarray"), ("numpy", "dtype")}
+    | {(f"{core}.multiarray", name) for core in ("numpy.core", "numpy._core") for name in ("_reconstruct", "scalar")}
+    | {(f"{core}.numeric", "_frombuffer") for core in ("numpy.core", "numpy._core")})
 
 
-def load_pickle(path):
-    with open(path, "rb") as f:
-        return pickle.load(f)
+class RestrictedUnpickler(pickle.Unpickler):
+    """Unpickles only with the globals in ``allowed`` (``(module, name)`` pairs).
+
+    Any other global (``os.system``, ``builtins.eval`` ...) raises ``pickle.UnpicklingError``
+    before anything runs; ``what`` names the kind of file in that message ("a CIFAR file").
+    """
+
+    def __init__(self, file, allowed, what, **options):
+        super().__init__(file, **options)
+        self.allowed, self.what = allowed, what
+
+    def find_class(self, module, name):
+        if (module, name) not in self.allowed:
+            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in {self.what}")
+        return super().find_class(module, name)
 
 
 def torch_state_dict_to_numpy(state_dict):

@@ -7,18 +7,20 @@ its input (see ``nn/dropout.py``).
 """
 import numpy as np
 
-from .backend import cupy_available
+from .backend import cupy_module
 
 _generator = np.random.default_rng()
 
 
 def manual_seed(seed):
-    """Reseed the global generator (and CuPy's, which draws dropout masks on a GPU); returns it."""
+    """Reseed the global generator (and CuPy's, which draw dropout masks on the GPUs); returns it."""
     global _generator
     _generator = np.random.default_rng(seed)
-    if cupy_available():
-        import cupy
-        cupy.random.seed(seed)
+    cupy = cupy_module()
+    if cupy is not None:
+        for device in range(cupy.cuda.runtime.getDeviceCount()):
+            with cupy.cuda.Device(device):  # cupy.random.seed reseeds the current device's generator only
+                cupy.random.seed(seed)
     return _generator
 
 

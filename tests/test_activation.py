@@ -7,7 +7,7 @@ from minires import gradcheck, nn
 from minires.backend import asnumpy
 from minires.nn.functional import relu_backward, relu_forward
 
-from helpers import assert_close, to_torch
+from tests.support.torch_helpers import assert_close, to_torch
 
 
 @pytest.mark.parametrize("dtype,rtol", [(np.float64, 0), (np.float32, 0)])

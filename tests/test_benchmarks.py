@@ -3,15 +3,10 @@
 Nothing here checks a timing: only that the workers run, that the tables have their columns and
 rows, that the shapes are read off the models correctly and that both frameworks train alike.
 """
-import sys
-from pathlib import Path
-
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import bench_layers  # noqa: E402
-import bench_train_step  # noqa: E402
-from harness import parse_markdown_table  # noqa: E402
+from benchmarks import bench_layers, bench_train_step
+from benchmarks.harness import parse_markdown_table
 
 
 def test_array_in_order_has_the_shape_and_the_memory_layout_asked_for():

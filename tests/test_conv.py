@@ -11,7 +11,7 @@ from minires import nn
 from minires.backend import asnumpy
 from minires.gradcheck import check_function, check_module
 from minires.nn.functional import col2im, conv2d_backward, conv2d_forward, im2col
-from helpers import assert_close, copy_module_weights, to_torch
+from tests.support.torch_helpers import assert_close, copy_module_weights, to_torch
 
 # torch warns that its padding="same" with an even kernel copies the input; that is its business
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same'")
@@ -130,6 +130,15 @@ def test_batch_of_one(xp, rng):
     ours, theirs = _run_both(xp, rng, (1, 3, 7, 6), dict(in_channels=3, out_channels=5, kernel_size=3,
                                                          stride=2, padding=1), np.float64)
     _assert_same_as_torch(ours, theirs, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("kwargs", [dict(kernel_size=3, padding=1), dict(kernel_size=3, stride=2, padding=1),
+                                    dict(kernel_size=1, groups=3)], ids=["shifted", "stride2", "groups"])
+def test_an_empty_batch_gives_an_empty_output_and_zero_parameter_gradients(xp, rng, kwargs):
+    """PyTorch returns a (0, C_out, H_out, W_out) output; backward gives zero weight and bias gradients."""
+    ours, theirs = _run_both(xp, rng, (0, 3, 8, 7), dict(in_channels=3, out_channels=6, **kwargs), np.float64)
+    _assert_same_as_torch(ours, theirs, rtol=0, atol=0)
+    assert ours[1].shape == tuple(theirs[1].shape) and ours[1].shape[0] == 0
 
 
 @pytest.mark.parametrize("stride", [1, 2], ids=["stride1_flipped_kernel_route", "stride2_col2im_route"])
@@ -255,20 +264,19 @@ SHIFTED_CASES = {
 @pytest.fixture(params=[4096, 7], ids=["one_block", "blocks_of_7_rows"])
 def block_rows(request, monkeypatch):
     """The shifted path with its usual blocks (one here) and with many ragged blocks."""
-    monkeypatch.setattr(minires.nn.conv, "_MAX_BLOCK_ROWS", request.param)
-
-
-def _im2col_only(monkeypatch):
-    monkeypatch.setattr(minires.nn.conv, "_uses_shifted_gemm", lambda device, geometry, out_channels: False)
+    monkeypatch.setattr(minires.nn.conv_shifted, "_MAX_GEMM_BLOCK_ROWS", request.param)
 
 
 def test_shifted_path_taken_where_intended(xp):
+    """The route per device (see ``conv_shifted.uses_shifted_gemm``): on the CPU the shifted GEMM
+    for stride 1, one group and few channels; on a GPU never, one big GEMM (im2col) at every size."""
     def taken(w_shape, **kwargs):
         x = xp.zeros((1, w_shape[1] * kwargs.get("groups", 1), 6, 6), dtype=np.float32)
         _, cache = conv2d_forward(x, xp.zeros(w_shape, dtype=np.float32), None, **kwargs)
-        return isinstance(cache, minires.nn.conv.ShiftedConvCache)
+        return isinstance(cache, minires.nn.conv_shifted.ShiftedConvCache)
 
-    assert taken((16, 16, 3, 3), padding=1) and taken((16, 32, 3, 3)) and taken((64, 3, 3, 3))
+    on_the_cpu = xp is np
+    assert taken((16, 16, 3, 3), padding=1) == taken((16, 32, 3, 3)) == taken((64, 3, 3, 3)) == on_the_cpu
     assert not taken((16, 16, 3, 3), stride=2)
     assert not taken((16, 8, 3, 3), groups=2)
     assert not taken((32, 32, 3, 3)) and not taken((64, 64, 3, 3))  # many channels: im2col is faster
@@ -276,22 +284,26 @@ def test_shifted_path_taken_where_intended(xp):
         x_shape, kwargs = case
         module = nn.Conv2d(**kwargs).to(_device(xp))
         module(xp.zeros(x_shape, dtype=np.float32))
-        assert isinstance(module._saved_for_backward(), minires.nn.conv.ShiftedConvCache)
+        assert isinstance(module._saved_for_backward(), minires.nn.conv_shifted.ShiftedConvCache) == on_the_cpu
+    with nn.reference_kernels():
+        assert not taken((16, 16, 3, 3), padding=1)  # the textbook route: im2col + GEMM
 
 
+# The shifted GEMM runs on the CPU only (above), so its tests run on NumPy only: on a GPU they
+# would test im2col under the shifted route's name.
 @pytest.mark.parametrize("case", sorted(SHIFTED_CASES))
-def test_shifted_matches_torch_float64(xp, rng, case, block_rows):
+def test_shifted_matches_torch_float64(rng, case, block_rows):
     x_shape, kwargs = SHIFTED_CASES[case]
-    ours, theirs = _run_both(xp, rng, x_shape, kwargs, np.float64)
+    ours, theirs = _run_both(np, rng, x_shape, kwargs, np.float64)
     _assert_same_as_torch(ours, theirs, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("case", sorted(SHIFTED_CASES))
-def test_shifted_matches_im2col(xp, rng, case, monkeypatch):
+def test_shifted_matches_textbook_route(rng, case, monkeypatch):
     x_shape, kwargs = SHIFTED_CASES[case]
-    x = xp.asarray(rng.standard_normal(x_shape))
-    module = nn.Conv2d(**kwargs).to(_device(xp), dtype=np.float64)
-    dy = xp.asarray(rng.standard_normal(module(x).shape))
+    x = rng.standard_normal(x_shape)
+    module = nn.Conv2d(**kwargs).to(dtype=np.float64)
+    dy = rng.standard_normal(module(x).shape)
 
     def run():
         module.zero_grad()
@@ -300,54 +312,56 @@ def test_shifted_matches_im2col(xp, rng, case, monkeypatch):
         return [y] + grads + ([module.bias.grad] if module.bias is not None else [])
 
     fast = run()
-    monkeypatch.setattr(minires.nn.conv, "_MAX_BLOCK_ROWS", 5)
+    monkeypatch.setattr(minires.nn.conv_shifted, "_MAX_GEMM_BLOCK_ROWS", 5)
     blocked = run()
-    _im2col_only(monkeypatch)
-    reference = run()
+    with nn.reference_kernels():
+        reference = run()
     for ours, blocks, theirs in zip(fast, blocked, reference):
         np.testing.assert_allclose(asnumpy(ours), asnumpy(theirs), rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(asnumpy(blocks), asnumpy(theirs), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("case", ["3x3_pad2_dilation2", "rect_2x4_same", "1x1_pad1"])
-def test_shifted_gradcheck(xp, case, block_rows):
+def test_shifted_gradcheck(case, block_rows):
     x_shape, kwargs = SHIFTED_CASES[case]
-    module = nn.Conv2d(**kwargs).to(_device(xp))
-    report = check_module(module, xp.asarray(np.random.default_rng(1).standard_normal(x_shape)))
+    module = nn.Conv2d(**kwargs)
+    report = check_module(module, np.random.default_rng(1).standard_normal(x_shape))
     assert report.ok, str(report)
 
 
 @pytest.mark.parametrize("bias", [True, False])
-def test_shifted_float32(xp, rng, bias, block_rows):
+def test_shifted_float32(rng, bias, block_rows):
     kwargs = dict(in_channels=16, out_channels=16, kernel_size=3, padding=1, bias=bias)
-    ours, theirs = _run_both(xp, rng, (3, 16, 9, 8), kwargs, np.float32)
+    ours, theirs = _run_both(np, rng, (3, 16, 9, 8), kwargs, np.float32)
     _assert_same_as_torch(ours, theirs, rtol=1e-4, atol=1e-4)
     module, y, dx = ours
     assert y.dtype == dx.dtype == module.weight.grad.dtype == np.float32
     assert not bias or module.bias.grad.dtype == np.float32
 
 
-def test_shifted_non_contiguous_input_left_unmodified(xp, rng):
-    x = xp.asarray(rng.standard_normal((2, 5, 3, 4)))[:, ::-1].transpose(0, 1, 3, 2)  # a strided view
+def test_shifted_non_contiguous_input_left_unmodified(rng):
+    x = rng.standard_normal((2, 5, 3, 4))[:, ::-1].transpose(0, 1, 3, 2)  # a strided view
     x_copy = x.copy()
-    w = xp.asarray(rng.standard_normal((4, 3, 3, 3)))
+    w = rng.standard_normal((4, 3, 3, 3))
     y, cache = conv2d_forward(x[:, 1:4], w, None, padding=1)
-    dy = xp.asarray(rng.standard_normal((2, 4, 3, 8)))[..., ::2].transpose(0, 1, 3, 2)  # strided too
+    dy = rng.standard_normal((2, 4, 3, 8))[..., ::2].transpose(0, 1, 3, 2)  # strided too
     dx, dw, _ = conv2d_backward(dy, cache)
     x_ref, w_ref = to_torch(x[:, 1:4], True), to_torch(w, True)
     F.conv2d(x_ref, w_ref, None, padding=1).backward(to_torch(dy))
     assert_close(dx, x_ref.grad, what="input gradient")
     assert_close(dw, w_ref.grad, what="weight gradient")
-    assert bool(xp.array_equal(x, x_copy))
+    assert np.array_equal(x, x_copy)
 
 
 # -- the im2col path's input gradient: the flipped-kernel convolution (stride 1) or col2im ------
-@pytest.fixture(params=["flipped_kernel", "col2im"])
+@pytest.fixture(params=["fast", "textbook"])
 def dx_route(request, monkeypatch):
-    """The im2col path everywhere, with either route to dx (col2im forced where both apply)."""
-    _im2col_only(monkeypatch)
-    if request.param == "col2im":
-        monkeypatch.setattr(minires.nn.conv, "_flipped_geometry", lambda geometry, dy_shape: None)
+    """The im2col forward everywhere (no channel count is small enough for the shifted GEMM), and
+    its fast backward (flipped kernel at stride 1, col2im by kernel offset else) or the textbook
+    one (dcols in one GEMM, col2im), chosen with ``reference_kernels``."""
+    monkeypatch.setattr(minires.nn.conv_shifted, "_MAX_CHANNEL_PRODUCT", 0)
+    with nn.reference_kernels(request.param == "textbook"):
+        yield
 
 
 ALL_CASES = {**CASES, **SHIFTED_CASES}
@@ -378,7 +392,7 @@ def test_im2col_routes_float32(xp, rng, kwargs, dx_route):
 def test_flipped_kernel_route_where_it_applies():
     def flipped_padding(**kwargs):
         geometry = minires.nn.conv._conv_geometry("test", (1, 2, 6, 6), **kwargs)
-        flipped = minires.nn.conv._flipped_geometry(geometry, (1, 3, *geometry.output_size))
+        flipped = minires.nn.conv_flipped.flipped_geometry(geometry, (1, 3, *geometry.output_size))
         return None if flipped is None else flipped.padding
 
     assert flipped_padding(kernel_size=3, padding=1) == ((1, 1), (1, 1))

@@ -1,9 +1,11 @@
 """minires.data: the CIFAR-10 reader and downloader, the batched transforms, the loader."""
 import hashlib
+import http.server
 import io
 import os
 import tarfile
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,12 +13,10 @@ import pytest
 import torch
 
 import minires
-from cifar_files import BATCH_FILES, CLASSES, PER_BATCH, dump_pickle, make_cifar_folder
 from minires.data import (CIFAR10, CIFAR10_MEAN, CIFAR10_STD, ArrayDataset, Compose, DataLoader,
                           DatasetCorruptError, DatasetNotFoundError, DownloadError, Normalize,
                           RandomCrop, RandomHorizontalFlip, Subset, ToFloat)
-
-REAL_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
+from minires.testing.cifar_files import BATCH_FILES, CLASSES, PER_BATCH, dump_pickle, make_cifar_folder
 
 @pytest.fixture
 def cifar_root(tmp_path):
@@ -90,14 +90,29 @@ def test_truncated_pickle_is_corrupt(cifar_root):
      r"shape \(N, 3072\).*\(4, 3000\)"),
     ({b"data": np.zeros((4, 3072), np.float32), b"labels": [0] * 4}, r"uint8.*float32"),
     ({b"data": np.zeros((4, 3072), np.uint8), b"labels": [0] * 3}, r"list of 4 ints, got 3"),
-    ({b"data": np.zeros((4, 3072), np.uint8), b"labels": [0, 1, 2, 10]}, r"0\.\.9, got 0\.\.10"),
+    ({b"data": np.zeros((4, 3072), np.uint8), b"labels": [0, 1, 2, 10]}, r"ints in 0\.\.9, got 10 \(label 3\)"),
     ({b"labels": [0] * 4}, r"'data' must be .* got NoneType"),
+    ({b"data": np.zeros((4, 3072), np.uint8), b"labels": [0, 1.7, 2, 3]}, r"ints in 0\.\.9, got 1\.7 \(label 1\)"),
+    ({b"data": np.zeros((4, 3072), np.uint8), b"labels": [0, 1, "cat", 3]}, r"got 'cat' \(label 2\)"),
+    ({b"data": np.zeros((4, 3072), np.uint8), b"labels": [0, 1, 2, 2 ** 70]},
+     r"got 1180591620717411303424 \(label 3\)"),
+    ({b"data": np.zeros((4, 3072), np.uint8), b"labels": [True, 1, 2, 3]}, r"got True \(label 0\)"),
+    ({b"data": np.zeros((0, 3072), np.uint8), b"labels": []}, r"it holds no images"),
 ])
 def test_wrong_contents_are_corrupt(cifar_root, batch, problem):
     root, _ = cifar_root
     dump_pickle(root / "cifar-10-batches-py" / "data_batch_5", batch)
     with pytest.raises(DatasetCorruptError, match=r"data_batch_5 is corrupt: .*" + problem):
         CIFAR10(root)
+
+
+def test_a_test_batch_without_images_is_corrupt(cifar_root):
+    """Not a test set of 0 images that trains on and reports 0.00%."""
+    root, _ = cifar_root
+    dump_pickle(root / "cifar-10-batches-py" / "test_batch",
+                {b"data": np.zeros((0, 3072), np.uint8), b"labels": []})
+    with pytest.raises(DatasetCorruptError, match=r"test_batch is corrupt: it holds no images"):
+        CIFAR10(root, train=False)
 
 
 def test_bad_meta_is_corrupt(cifar_root):
@@ -182,6 +197,53 @@ def test_download_offline_says_where_to_put_the_data(tmp_path, monkeypatch):
     assert _leftovers(root) == []
 
 
+class _TricklingServer(http.server.BaseHTTPRequestHandler):
+    """Announces 1,000 bytes and sends one every 50 ms (a server that never quite stops)."""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "1000")
+        self.end_headers()
+        for _ in range(40):
+            self.wfile.write(b"x")
+            self.wfile.flush()
+            time.sleep(0.05)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def trickling_url():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _TricklingServer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/cifar-10-python.tar.gz"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_trickling_download_stops_at_the_deadline_and_keeps_nothing(trickling_url, tmp_path, monkeypatch):
+    monkeypatch.setattr(CIFAR10, "url", trickling_url)
+    monkeypatch.setattr(CIFAR10, "download_deadline", 0.5)
+    root = tmp_path / "fresh"
+    start = time.monotonic()
+    with pytest.raises(DownloadError, match=r"took longer than 0\.5 s.*extract it into"):
+        CIFAR10(root, download=True)
+    assert time.monotonic() - start < 1.5  # the 40 bytes would take 2 s
+    assert _leftovers(root) == [] and not (root / "cifar-10-python.tar.gz").exists()
+
+
+def test_download_removes_the_partial_files_of_a_killed_download(served, tmp_path):
+    root = tmp_path / "fresh"
+    (root / "cifar-10-batches-py").mkdir(parents=True)
+    stale = [root / ".cifar-10-python.tar.gz.k1ll3d00.part", root / "cifar-10-batches-py" / ".data_batch_1.x7f3a9qz.part"]
+    for path in stale:
+        path.write_bytes(b"half a file")
+    assert len(CIFAR10(root, download=True)) == 5 * PER_BATCH
+    assert _leftovers(root) == []
+
+
 def test_download_skips_a_complete_folder(cifar_root, monkeypatch, tmp_path):
     root, contents = cifar_root
     monkeypatch.setattr(CIFAR10, "url", (tmp_path / "unreachable.tar.gz").as_uri())
@@ -240,13 +302,11 @@ def test_archive_missing_a_file_is_corrupt(tmp_path, monkeypatch):
         CIFAR10(tmp_path / "root", download=True)
 
 
-# --- the real data (../shared/data), when it is there -----------------------------------------
+# --- the real data (the folder MINIRES_DATA names), when it is there -------------------------
 
 @pytest.fixture(scope="module")
-def real_train():
-    if not (REAL_ROOT / "cifar-10-batches-py").is_dir():
-        pytest.skip(f"no CIFAR-10 at {REAL_ROOT}")
-    return CIFAR10(REAL_ROOT, train=True)
+def real_train(real_data_root):
+    return CIFAR10(real_data_root, train=True)
 
 
 @pytest.mark.realdata
@@ -269,10 +329,8 @@ def test_real_training_set(real_train):
 
 
 @pytest.mark.realdata
-def test_real_test_set():
-    if not (REAL_ROOT / "cifar-10-batches-py").is_dir():
-        pytest.skip(f"no CIFAR-10 at {REAL_ROOT}")
-    test = CIFAR10(REAL_ROOT, train=False)
+def test_real_test_set(real_data_root):
+    test = CIFAR10(real_data_root, train=False)
     assert len(test) == 10_000
     np.testing.assert_array_equal(test.targets[:10], [3, 8, 8, 0, 6, 6, 1, 6, 3, 1])
     np.testing.assert_array_equal(np.bincount(test.targets), [1000] * 10)

@@ -9,7 +9,7 @@ from minires import gradcheck, nn
 from minires.backend import asnumpy
 from minires.nn.functional import dropout_backward, dropout_forward
 
-from helpers import to_torch
+from tests.support.torch_helpers import to_torch
 
 
 @pytest.mark.parametrize("p", [0.2, 0.5, 0.8])
@@ -81,7 +81,8 @@ def test_dropout_masks_follow_the_seed_and_the_generator():
 def test_dropout_leaves_a_non_contiguous_input_unmodified():
     x = np.random.default_rng(4).standard_normal((5, 6)).astype(np.float32).T
     before = x.copy()
-    y, (keep, scale) = dropout_forward(x, 0.3)
+    y, cache = dropout_forward(x, 0.3)
+    keep, scale = cache.keep, cache.scale
     np.testing.assert_array_equal(x, before)
     np.testing.assert_array_equal(y, np.where(keep, before * np.float32(scale), 0))
     assert keep.dtype == bool and keep.shape == x.shape

@@ -10,7 +10,7 @@ import minires
 from minires import gradcheck, nn
 from minires.nn.functional import linear_backward, linear_forward
 
-from helpers import assert_close, copy_module_weights, to_torch
+from tests.support.torch_helpers import assert_close, copy_module_weights, to_torch
 
 TOLERANCES = {np.float64: dict(rtol=1e-10, atol=1e-12), np.float32: dict(rtol=1e-5, atol=1e-5)}
 

@@ -9,7 +9,7 @@ import torch
 from minires import gradcheck, nn
 from minires.nn.functional import cross_entropy_backward, cross_entropy_forward, softmax_cross_entropy
 
-from helpers import assert_close, to_torch
+from tests.support.torch_helpers import assert_close, to_torch
 
 TOLERANCES = {np.float64: dict(rtol=1e-10, atol=1e-14), np.float32: dict(rtol=1e-5, atol=1e-6)}
 

@@ -11,8 +11,8 @@ from minires.io import load_npz, load_torch_checkpoint, save_npz
 from minires.models.resnet import BasicBlock, Bottleneck, ShortcutA, make_shortcut
 from minires.nn.module import StateDictError
 
-import torch_resnet
-from helpers import assert_close, copy_module_weights, to_torch
+from tests.support import torch_resnet
+from tests.support.torch_helpers import assert_close, copy_module_weights, to_torch
 
 
 def count(model):

@@ -113,6 +113,14 @@ def test_to_cuda_without_gpu_is_a_clear_error():
         Scale(3).to("cuda")
 
 
+@pytest.mark.parametrize("device", ["cuda:x", "cuda:", "gpu", "tpu"])
+def test_a_device_that_is_not_cpu_cuda_or_cuda_n_is_a_clear_error(device):
+    with pytest.raises(ValueError, match=rf"expected 'cpu', 'cuda' or 'cuda:N', got '{device}'"):
+        minires.backend.to_device(np.zeros(2), device)
+    with pytest.raises(ValueError, match=rf"expected 'cpu', 'cuda' or 'cuda:N', got '{device}'"):
+        Scale(3).to(device=device)
+
+
 def test_forward_and_backward_hooks_run_and_can_be_removed():
     model = net()
     seen = []

@@ -1,6 +1,8 @@
 """BatchNorm against PyTorch: training steps (outputs, all gradients, running statistics,
 num_batches_tracked), evaluation mode, momentum=None, affine=False, track_running_stats=False,
 float32 precision on a large batch with a big mean, awkward layouts, gradient checks, bad input."""
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,7 @@ from minires import gradcheck, nn
 from minires.backend import asnumpy
 from minires.nn.functional import batch_norm_backward, batch_norm_forward
 
-from helpers import assert_close, copy_module_weights, to_torch
+from tests.support.torch_helpers import assert_close, copy_module_weights, to_torch
 
 TOLERANCES = {np.float64: dict(rtol=1e-10, atol=1e-12), np.float32: dict(rtol=1e-4, atol=2e-5)}
 TORCH_DTYPES = {np.float64: torch.float64, np.float32: torch.float32}
@@ -110,6 +112,28 @@ def test_batchnorm1d_matches_torch(xp, shape, training):
     _assert_buffers_match(layer, reference, np.float64, f"training={training}")
 
 
+@pytest.mark.parametrize("cls, torch_cls, shape", [
+    (nn.BatchNorm2d, torch.nn.BatchNorm2d, (0, 3, 4, 5)), (nn.BatchNorm2d, torch.nn.BatchNorm2d, (2, 3, 0, 4)),
+    (nn.BatchNorm1d, torch.nn.BatchNorm1d, (0, 3))], ids=["no images", "no pixels", "1d"])
+@pytest.mark.parametrize("options", [dict(), dict(momentum=None), dict(track_running_stats=False)],
+                         ids=["defaults", "momentum=None", "no running stats"])
+def test_an_empty_batch_keeps_the_running_statistics_as_torch_does(xp, cls, torch_cls, shape, options):
+    """PyTorch: an empty output, running statistics untouched (num_batches_tracked still counts the
+    batch), zero gradients for weight and bias; nothing becomes NaN and nothing warns."""
+    layer, reference = _pair_of_layers(cls, torch_cls, 3, np.float64, xp, **options)
+    rng = np.random.default_rng(4)
+    full = (4, 3, 2, 3) if len(shape) == 4 else (4, 3)
+    _step(layer, reference, xp.asarray(rng.standard_normal(full)), xp.asarray(rng.standard_normal(full)))
+    for step in ("training", "eval"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a 0/0 would warn
+            ours, theirs = _step(layer, reference, xp.asarray(np.zeros(shape)), xp.asarray(np.zeros(shape)))
+        _assert_step_matches(layer, reference, ours, theirs, np.float64, f"empty batch, {step}")
+        _assert_buffers_match(layer, reference, np.float64, f"after the empty batch, {step}")
+        layer.eval()
+        reference.eval()
+
+
 def test_eval_mode_is_an_affine_map_with_the_running_statistics():
     layer = nn.BatchNorm2d(2).to(dtype=np.float64)
     layer.running_mean[...] = [1.0, -2.0]
@@ -195,7 +219,8 @@ def test_functional_updates_running_statistics_in_place(xp):
     rng = np.random.default_rng(6)
     x = xp.asarray(rng.standard_normal((4, 3, 2, 5)) + 2)
     running_mean, running_var = xp.zeros(3), xp.ones(3)
-    y, cache = batch_norm_forward(x, None, None, running_mean, running_var, training=True, momentum=0.5)
+    y, cache = batch_norm_forward(x, None, None, running_mean=running_mean, running_var=running_var,
+                                  training=True, momentum=0.5)
     x_host = asnumpy(x)
     mean, var = x_host.mean(axis=(0, 2, 3)), x_host.var(axis=(0, 2, 3), ddof=1)
     np.testing.assert_allclose(asnumpy(running_mean), 0.5 * mean, rtol=1e-12)
@@ -286,8 +311,8 @@ def test_gradcheck_eval_mode_with_running_statistics():
 def test_gradcheck_functional_with_random_gamma_and_beta():
     inputs = [_seeded((3, 4, 2, 3), 14), _seeded(4, 15), _seeded(4, 16)]
     assert gradcheck.check_function(batch_norm_forward, batch_norm_backward, inputs, seed=17).ok
-    running = (_seeded(4, 18), _seeded(4, 19) ** 2 + 0.1)
-    eval_forward = lambda x, g, b: batch_norm_forward(x, g, b, *running, training=False)  # noqa: E731
+    running = dict(running_mean=_seeded(4, 18), running_var=_seeded(4, 19) ** 2 + 0.1)
+    eval_forward = lambda x, g, b: batch_norm_forward(x, g, b, **running, training=False)  # noqa: E731
     assert gradcheck.check_function(eval_forward, batch_norm_backward, inputs, seed=17).ok
 
 
@@ -342,7 +367,7 @@ def test_bad_arguments():
             nn.BatchNorm2d(bad)
     x = np.ones((2, 3, 2))
     with pytest.raises(ValueError, match="batch_norm_forward: running_mean and running_var must be given together"):
-        batch_norm_forward(x, None, None, np.zeros(3), None)
+        batch_norm_forward(x, None, None, running_mean=np.zeros(3))
     with pytest.raises(ValueError, match=r"batch_norm_forward: expected weight of shape \(3,\), got \(4,\)"):
         batch_norm_forward(x, np.ones(4), None)
     with pytest.raises(ValueError, match=r"batch_norm_forward: expected a 2-D or 3-D or 4-D input"):

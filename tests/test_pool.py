@@ -12,7 +12,7 @@ from minires.nn.functional import (adaptive_avg_pool2d_backward, adaptive_avg_po
                                    avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward,
                                    max_pool2d_forward)
 
-from helpers import assert_close, to_torch
+from tests.support.torch_helpers import assert_close, to_torch
 
 TOLERANCES = {np.float64: dict(rtol=1e-10, atol=1e-12), np.float32: dict(rtol=1e-5, atol=1e-6)}
 
@@ -154,7 +154,8 @@ def test_float32_stays_float32():
 
 def test_max_pool_cache_is_one_small_index_per_output():
     x = np.random.default_rng(11).standard_normal((2, 3, 8, 8)).astype(np.float32)
-    y, (argmax, geometry) = max_pool2d_forward(x, 3, 2, 1)
+    y, cache = max_pool2d_forward(x, 3, 2, 1)
+    argmax = cache.argmax
     assert argmax.dtype == np.int8 and argmax.shape == y.shape == (2, 3, 4, 4)
     windows = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
     rows, cols = np.divmod(argmax, 3)

@@ -6,7 +6,7 @@ import torch
 from minires import gradcheck, nn
 from minires.nn.functional import flatten_backward, flatten_forward
 
-from helpers import assert_close, to_torch
+from tests.support.torch_helpers import assert_close, to_torch
 
 
 @pytest.mark.parametrize("shape,start_dim,end_dim", [

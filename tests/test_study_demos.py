@@ -1,14 +1,10 @@
 """Smoke runs of the study demos (skip_connections.py, degradation.py) on tiny synthetic data."""
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "demos"))
-
-import degradation  # noqa: E402
-import skip_connections  # noqa: E402
+import degradation  # demos/ is on pytest's pythonpath (pyproject.toml), as python puts it for a script
+import skip_connections
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -47,6 +43,17 @@ def test_degradation_smoke_run(tmp_path, capsys):
     saved = json.loads((tmp_path / "degradation.json").read_text())
     assert saved["runs"] == runs and saved["config"]["steps"] == 4
     assert "final test error" in capsys.readouterr().out
+
+
+def test_both_studies_run_on_the_second_fake_gpu(fake_gpu, tmp_path):
+    """``--device cuda:1`` on the CuPy stand-in (minires.testing.fake_cupy): CuPy computes on the
+    current GPU only, so a study that forgot to make its device current would fail here."""
+    rows = skip_connections.main(["--synthetic", "--depths", "8", "--steps", "2", "--batch-size", "4",
+                                  "--probe", "4", "--out", str(tmp_path), "--device", "cuda:1"])
+    assert all(len(row["trained"]["layer_grads"]) == 8 for row in rows)
+    runs = degradation.main(["--synthetic", "--depths", "8", "--steps", "2", "--eval-every", "2", "--batch-size", "4",
+                             "--subset", "8", "--test-size", "4", "--out", str(tmp_path), "--device", "cuda:1"])
+    assert all([p["step"] for p in run["points"]] == [2] for run in runs)
 
 
 def test_degradation_presets_and_explicit_flags():

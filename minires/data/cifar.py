@@ -17,11 +17,11 @@ is an int64 array of length N. Keeping uint8 costs 150 MB for the training set, 
 float32; the loader converts one batch at a time.
 
 Unpickling can run arbitrary code, so the reader allows only the few globals that rebuild a
-NumPy array (``_RestrictedUnpickler``): a doctored file fails loudly instead.
+NumPy array (``minires.io.RestrictedUnpickler``): a doctored file fails loudly instead.
 
 ``download=True`` fetches the official archive with a progress bar, checks its md5, and
 extracts the known files. A folder that is already complete is used as it is: copies rebuilt
-from other sources (like ``../shared/data``) have different checksums but the same pixels, so
+from other sources have different checksums but the same pixels, so
 the md5 is checked on the archive only; the reader checks shapes and labels instead.
 """
 import hashlib
@@ -29,12 +29,15 @@ import os
 import pickle
 import tarfile
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
+
+from ..io import NUMPY_GLOBALS, RestrictedUnpickler, remove_orphans
 
 IMAGE_SHAPE = (3, 32, 32)
 NUM_CLASSES = 10
@@ -52,29 +55,26 @@ class DownloadError(RuntimeError):
     """The archive could not be fetched (offline?) or its md5 is wrong."""
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Rebuilds dicts, lists, bytes and NumPy arrays; refuses every other global."""
-
-    allowed = {
-        ("numpy", "ndarray"), ("numpy", "dtype"),
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-        ("_codecs", "encode"),  # how Python 3 writes bytes in protocol 2
-    }
-
-    def find_class(self, module, name):
-        if (module, name) not in self.allowed:
-            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a CIFAR file")
-        return super().find_class(module, name)
+# What a batch file holds besides dicts, lists and ints: NumPy arrays and bytes.
+_CIFAR_GLOBALS = NUMPY_GLOBALS | {
+    ("_codecs", "encode"),                                 # how Python 3 writes bytes in protocol 2
+    ("__builtin__", "bytes"), ("builtins", "bytes"),       # ... and empty bytes (an empty array's data)
+}
 
 
 def _unpickle(path):
     """The dict in a batch file, with str keys (the files have bytes keys)."""
     with open(path, "rb") as f:
-        content = _RestrictedUnpickler(f, encoding="bytes").load()
+        content = RestrictedUnpickler(f, _CIFAR_GLOBALS, "a CIFAR file", encoding="bytes").load()
     if not isinstance(content, dict):
         raise pickle.UnpicklingError(f"expected a dict, got {type(content).__name__}")
     return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in content.items()}
+
+
+def _is_class_index(label):
+    """An int (a Python or NumPy integer, not a bool) in 0..9."""
+    return (isinstance(label, (int, np.integer)) and not isinstance(label, (bool, np.bool_))
+            and 0 <= label < NUM_CLASSES)
 
 
 def file_md5(path, chunk_size=1 << 20):
@@ -129,6 +129,7 @@ class CIFAR10:
     test_files = ("test_batch",)
     meta_file = "batches.meta"
     download_timeout = 60  # seconds without data before a download gives up
+    download_deadline = 3600  # seconds for the whole download (170 MB: 47 KB/s at the least)
 
     def __init__(self, root, train=True, download=False):
         self.root = Path(root).expanduser()
@@ -203,14 +204,16 @@ class CIFAR10:
                    else type(images).__name__)
             raise self._corrupt(path, f"'data' must be a uint8 array of shape (N, {row}), "
                                       f"got {got}")
+        if len(images) == 0:
+            raise self._corrupt(path, "it holds no images")
         if not isinstance(labels, list) or len(labels) != len(images):
             got = len(labels) if isinstance(labels, list) else type(labels).__name__
             raise self._corrupt(path, f"'labels' must be a list of {len(images)} ints, got {got}")
-        labels = np.asarray(labels, dtype=np.int64)
-        if labels.size and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
-            raise self._corrupt(path, f"labels must lie in 0..{NUM_CLASSES - 1}, "
-                                      f"got {labels.min()}..{labels.max()}")
-        return images.reshape((-1,) + IMAGE_SHAPE), labels
+        for index, label in enumerate(labels):  # before any conversion, which would truncate 1.7 to 1
+            if not _is_class_index(label):
+                raise self._corrupt(path, f"labels must be ints in 0..{NUM_CLASSES - 1}, "
+                                          f"got {label!r} (label {index})")
+        return images.reshape((-1,) + IMAGE_SHAPE), np.asarray(labels, dtype=np.int64)
 
     def _read_batches(self, names):
         batches = [self._read_batch(name) for name in names]
@@ -233,21 +236,35 @@ class CIFAR10:
         if self._is_complete():
             return
         self.root.mkdir(parents=True, exist_ok=True)
+        for folder in (self.root, self.folder):  # the partial files of a download that was killed
+            if folder.is_dir():
+                remove_orphans(folder, ".part")
         archive = self.root / self.filename
         if not (archive.is_file() and file_md5(archive) == self.md5):
             self._fetch(archive)
         self._extract(archive)
 
     def _fetch(self, archive):
-        """Stream ``url`` into ``archive`` (atomically), checking the md5 on the way."""
+        """Stream ``url`` into ``archive`` (atomically), checking the md5 on the way.
+
+        ``read1`` returns what has arrived (up to 1 MB), so a server that trickles bytes meets the
+        deadline too: the wait for one read is bounded by ``download_timeout``.
+        """
         digest = hashlib.md5()
+        deadline = time.monotonic() + self.download_deadline
         try:
             with urllib.request.urlopen(self.url, timeout=self.download_timeout) as response:
                 size = int(response.headers.get("Content-Length") or 0) or None
                 with tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024,
                           desc=f"Downloading {self.filename}") as bar:
                     def chunks():
-                        for chunk in iter(lambda: response.read(1 << 20), b""):
+                        for chunk in iter(lambda: response.read1(1 << 20), b""):
+                            if time.monotonic() > deadline:
+                                raise DownloadError(
+                                    f"CIFAR10: the download of {self.url} took longer than "
+                                    f"{self.download_deadline} s and was given up (nothing kept). "
+                                    f"Try again later, or get the archive another way and extract "
+                                    f"it into {self.root}.")
                             digest.update(chunk)
                             bar.update(len(chunk))
                             yield chunk

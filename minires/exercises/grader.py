@@ -258,7 +258,7 @@ def grade_softmax_cross_entropy(m, g):
         sizes = {"N": (len(t), "the batch size")} if dloss == 1.0 else None
         if not g.same_gradients(f"cross_entropy_backward, dloss = {dloss}", "softmax_cross_entropy_backward",
                                 got, [expected], ["z"], sizes) and sizes:
-            if matches(got[0], cache[0] * dloss / len(t)):
+            if matches(got[0], cache.probs * dloss / len(t)):
                 g.hint("ce_forgot_onehot")
     g.gradcheck("gradient check", forward, backward, [z], ["z"])
     g.probe_upstream(forward, backward, [z], (), ["z"])

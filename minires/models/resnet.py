@@ -114,8 +114,11 @@ class BasicBlock(nn.Module):
         grad_sum = self.relu2.backward(grad_output)      # dL/d(F(x) + S(x))
         grad_branch_out = grad_sum                       # the add copies it to the branch ...
         grad_shortcut_out = grad_sum                     # ... and to the shortcut
-        grad_x_branch = self.conv1.backward(self.bn1.backward(self.relu1.backward(
-            self.conv2.backward(self.bn2.backward(grad_branch_out)))))
+        grad_conv2_out = self.bn2.backward(grad_branch_out)
+        grad_relu1_out = self.conv2.backward(grad_conv2_out)
+        grad_bn1_out = self.relu1.backward(grad_relu1_out)
+        grad_conv1_out = self.bn1.backward(grad_bn1_out)
+        grad_x_branch = self.conv1.backward(grad_conv1_out)
         if not self.residual:
             return grad_x_branch
         grad_x_shortcut = grad_shortcut_out if self.downsample is None else self.downsample.backward(grad_shortcut_out)
@@ -155,9 +158,14 @@ class Bottleneck(nn.Module):
         grad_sum = self.relu3.backward(grad_output)      # dL/d(F(x) + S(x))
         grad_branch_out = grad_sum                       # the add copies it to the branch ...
         grad_shortcut_out = grad_sum                     # ... and to the shortcut
-        grad = self.conv3.backward(self.bn3.backward(grad_branch_out))
-        grad = self.conv2.backward(self.bn2.backward(self.relu2.backward(grad)))
-        grad_x_branch = self.conv1.backward(self.bn1.backward(self.relu1.backward(grad)))
+        grad_conv3_out = self.bn3.backward(grad_branch_out)
+        grad_relu2_out = self.conv3.backward(grad_conv3_out)
+        grad_bn2_out = self.relu2.backward(grad_relu2_out)
+        grad_conv2_out = self.bn2.backward(grad_bn2_out)
+        grad_relu1_out = self.conv2.backward(grad_conv2_out)
+        grad_bn1_out = self.relu1.backward(grad_relu1_out)
+        grad_conv1_out = self.bn1.backward(grad_bn1_out)
+        grad_x_branch = self.conv1.backward(grad_conv1_out)
         if not self.residual:
             return grad_x_branch
         grad_x_shortcut = grad_shortcut_out if self.downsample is None else self.downsample.backward(grad_shortcut_out)

@@ -1,4 +1,7 @@
-"""Layers as PyTorch-shaped modules; the pure forward/backward functions are in ``minires.nn.functional``."""
+"""Layers as PyTorch-shaped modules; the pure forward/backward functions are in ``minires.nn.functional``.
+
+``reference_kernels()`` runs every op inside a ``with`` block on its textbook route (see ``reference.py``).
+"""
 from . import functional
 from . import init
 from .module import Module, Parameter, RemovableHandle, Sequential, StateDictError
@@ -10,3 +13,4 @@ from .reshape import Flatten, Identity
 from .conv import Conv2d
 from .norm import BatchNorm1d, BatchNorm2d
 from .pool import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
+from .reference import reference_kernels

@@ -1,5 +1,9 @@
 """ReLU, the rectified linear unit.
 
+Where the plain version is. ``relu_backward`` is ``where(y <= 0, 0, dy)`` inside
+``with minires.nn.reference_kernels():``, and exercise 1 (``minires/exercises/solutions/ex1_relu.py``)
+writes it that way; outside, ``_zero_where`` gives the same bits faster.
+
 Forward, elementwise:   y = max(x, 0)
 
 Backward: dy/dx is 1 where x > 0 and 0 where x < 0; at x = 0 the function has no
@@ -16,24 +20,35 @@ Memory: backward needs only the sign pattern, so we keep the output ``y``
 (``y > 0`` exactly where ``x > 0``): the next layer usually keeps it anyway, so the
 mask costs nothing extra.
 """
+from dataclasses import dataclass
+
 from ..backend import get_array_module
 from .checks import check_float, check_same_shape
 from .module import Module
+from .reference import uses_reference_kernels
+
+
+@dataclass
+class ReluCache:
+    """What ``relu_backward`` needs: the output (``y > 0`` exactly where ``x > 0``)."""
+    y: object
 
 
 def relu_forward(x):
-    """``y = max(x, 0)``; the cache is ``y`` itself."""
+    """``y = max(x, 0)``; the cache, a ``ReluCache``, keeps ``y``."""
     check_float("relu_forward", x)
     xp = get_array_module(x)
     y = xp.maximum(x, 0)
-    return y, y
+    return y, ReluCache(y)
 
 
 def relu_backward(dy, cache):
     """``dx = 0 where y <= 0, else dy`` (PyTorch's rule, see above)."""
-    y = cache
+    y = cache.y
     check_same_shape("relu_backward", dy, y.shape, "upstream gradient")
-    get_array_module(dy, y)  # checks that both live on one device
+    xp = get_array_module(dy, y)  # also checks that both live on one device
+    if uses_reference_kernels():
+        return xp.where(y <= 0, 0, dy)
     return _zero_where(dy, y <= 0)
 
 
@@ -41,8 +56,8 @@ def _zero_where(dy, drop):
     """``where(drop, 0, dy)`` bit for bit, NaN and inf included, at the speed of ``dy * keep``.
 
     dy's bits ANDed with all zeros (drop) or all ones (keep), the mask built in the output's own
-    memory (no temporary as big as dy). NumPy's ``where`` took 4x as long (measured: 10 ms
-    against 2.4 ms on 2M float32), and ``dy * keep`` would make ``inf * 0`` NaN.
+    memory (no temporary as big as dy). NumPy's ``where`` is several times slower (measured in
+    benchmarks/README.md), and ``dy * keep`` would make ``inf * 0`` NaN.
     """
     xp = get_array_module(dy)
     dx = xp.empty_like(dy)

@@ -5,6 +5,8 @@ both the pure functions and the modules report where the bad input arrived.
 """
 import operator
 
+import numpy as np
+
 from ..backend import get_array_module
 
 
@@ -13,8 +15,8 @@ def layer_name(layer):
 
 
 def check_array(layer, x, what="input"):
-    """An array-like with a shape and a dtype (not a list, not a torch tensor)."""
-    if not (hasattr(x, "shape") and hasattr(x, "dtype") and hasattr(x, "ndim")):
+    """An array with a shape and a NumPy dtype: not a list, not a torch tensor (whose dtype is torch's)."""
+    if not (hasattr(x, "shape") and hasattr(x, "ndim") and isinstance(getattr(x, "dtype", None), np.dtype)):
         raise TypeError(f"{layer_name(layer)}: expected the {what} to be a NumPy or CuPy array, "
                         f"got {type(x).__module__}.{type(x).__name__}")
 
@@ -53,7 +55,8 @@ def check_matching(layer, x, *params):
 
 
 def check_same_shape(layer, got, expected_shape, what):
-    """A gradient or target of exactly the expected shape (nothing silently broadcast)."""
+    """A gradient or target: an array of exactly the expected shape (nothing silently broadcast)."""
+    check_array(layer, got, what)
     if tuple(got.shape) != tuple(expected_shape):
         raise ValueError(f"{layer_name(layer)}: expected {what} of shape {tuple(expected_shape)}, "
                          f"got {tuple(got.shape)}")

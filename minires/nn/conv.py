@@ -1,4 +1,12 @@
-"""2-D convolution as a matrix product: im2col, GEMM, col2im; and the shifted GEMM for stride 1.
+"""2-D convolution as a matrix product: im2col, one GEMM, col2im (the textbook route); ``Conv2d``.
+
+Where the plain version is. This file holds the textbook route -- im2col + one GEMM forward,
+dW and dcols by two GEMMs and col2im backward -- which every convolution takes inside
+``with minires.nn.reference_kernels():``; it is the method of exercise 6, whose solution is
+``minires/exercises/solutions/ex6_conv2d.py``. Two faster routes, each in its own module with its
+derivation, take over where they apply (``_conv2d_forward`` and ``conv2d_backward`` choose):
+``conv_shifted.py``, the shifted GEMM (stride 1, one group, few channels, CPU: no im2col copy),
+and ``conv_flipped.py``, the stride-1 backward as one convolution of dy with the flipped kernel.
 
 Forward. For an input ``x`` of shape (N, C, H, W), zero-padded, a weight ``W`` of shape
 (C_out, C/G, kh, kw) and ``G`` groups (output channel ``o`` belongs to group ``g`` and sees
@@ -17,6 +25,9 @@ over (c, i, j) becomes one matrix product per group:
     W_mat[g, o, (i, j, c)]        = W[g*C_out/G + o, c, i, j]
     Y[g] = cols[g] @ W_mat[g]^T + b              shape (N*H_out*W_out, C_out/G): a row per pixel
 
+(Exercise 6 orders the columns (c, i, j), to match ``w.reshape(C_out, -1)``; here they are
+(i, j, c), so that on channels-last memory a window is kh*kw runs of C contiguous numbers.)
+
 Backward. Y = cols W_matᵀ is linear in each factor, so with dY = dL/dY (a row per pixel):
 
     dW_mat = dYᵀ @ cols          (the textbook dW = dY·colsᵀ, with pixels as rows here)
@@ -27,11 +38,6 @@ Backward. Y = cols W_matᵀ is linear in each factor, so with dY = dL/dY (a row 
                                  (H + 2p - kh) % s != 0, gets 0)
     db[o]  = sum_{n, h, w} dy[n, o, h, w]
 
-At stride 1, dx is also a convolution: of dy with the kernel flipped in space and its input and
-output channels swapped, and the im2col matrix of that convolution, ``dy_cols`` (a row per input
-pixel), gives dW too, as ``dy_colsᵀ @ x`` flipped back (derivation above ``_flipped_geometry``).
-That route is faster where it applies; col2im stays for strides > 1 and as the reference.
-
 Layout, chosen for speed while the API stays NCHW. Inside, images are channels-last (NHWC): a
 receptive field is then kh*kw runs of C contiguous numbers, so the im2col copy moves long runs,
 and the GEMM result (pixels x channels) already *is* the NHWC output. ``y`` is returned as an
@@ -41,34 +47,17 @@ convolution gets its NHWC view for free. ``dx`` likewise is an NCHW view of an N
 
 Cost. im2col is one strided view (``as_strided``) and one copy. col2im loops over the kh*kw
 kernel offsets, each adding a strided slice into the padded gradient (no ``add.at``, no loop over
-pixels); for that, backward computes dcols one kernel offset at a time (a batched matmul), so
-that each offset's slice is contiguous. The three GEMMs (forward, dW, and dcols or the flipped
-convolution) do 2*N*H_out*W_out*C_out*(C/G)*kh*kw flops each and are most of the time.
+pixels); outside ``reference_kernels`` the backward computes dcols one kernel offset at a time (a
+batched matmul), so that each offset's slice is contiguous. The three GEMMs (forward, dW, dcols)
+do 2*N*H_out*W_out*C_out*(C/G)*kh*kw flops each and are most of the time.
 
 Memory. The cache keeps the input ``x`` (a reference: the layer before usually keeps it anyway)
 and the small weight matrix, not ``cols``, which is kh*kw/(s_h*s_w) times the size of the input
 (9x for a 3x3 stride-1 convolution: 302 MB in float32 for a batch of 128 with 64 channels at
-32x32). Backward makes one such copy next to its two GEMMs: at stride 1 ``dy_cols``, else
-``cols`` again, which dcols then overwrites (``cols`` is not needed once dW is known). ``cols``,
-``dy_cols`` and the padded input live in scratch buffers reused from call to call
-(``minires.nn.scratch``): a fresh 300 MB buffer pays a page fault per 4 KB page. A cache
-serves one backward pass, as in PyTorch.
-
-The shifted GEMM (stride 1, one group, few channels: see ``_uses_shifted_gemm``), no im2col.
-View the padded NHWC input as a matrix X of rows (N*H_pad*W_pad, C), a row per pixel of the
-padded grid. At stride 1 the input row of kernel offset (i, j) for the output at grid row r is
-r + s_ij with s_ij = i*d_h*W_pad + j*d_w, so with W_ij = W[:, :, i, j]ᵀ (C, C_out)
-
-    Y_grid[r] = sum_{i,j} X[r + s_ij] @ W_ij        each term a contiguous slice of X times W_ij
-
-Grid rows whose window wraps past a row or an image are garbage; the valid (N, H_out, W_out)
-corner of the grid is the output. Backward, with dY embedded in the grid (zeros at the garbage
-rows, so that they contribute nothing):
-
-    dW_ij = sum_r X[r + s_ij]ᵀ dY_grid[r]        dX_grid[r + s_ij] += dY_grid[r] @ W_ijᵀ
-
-and dx is the unpadded part of dX_grid. The cache keeps the input, as the im2col path's does;
-backward pads it again. The many small GEMMs run in blocks of rows, see ``_block_rows``.
+32x32). Backward makes one such copy next to its two GEMMs (``cols`` again, which dcols then
+overwrites: ``cols`` is not needed once dW is known). ``cols`` and the padded input live in
+scratch buffers reused from call to call (``minires.nn.scratch``): a fresh 300 MB buffer pays a
+page fault per 4 KB page. A cache serves one backward pass, as in PyTorch.
 """
 import math
 from dataclasses import dataclass
@@ -80,6 +69,7 @@ from . import init
 from .checks import (check_array, check_dim, check_float, check_matching, check_pair, check_rank,
                      check_same_shape, layer_name)
 from .module import Module, Parameter
+from .reference import uses_reference_kernels
 from .scratch import scratch
 
 
@@ -218,7 +208,7 @@ def _add_windows(windows, geometry):
     """col2im proper: ``dx_pad[n, h*s + i*d, w*s + j*d, g, c] += windows[n, h, w, i, j, g, c]``.
 
     One strided-slice add per kernel offset (i, j); ``windows`` may have any memory layout, but
-    the adds are fastest when each offset's slice is contiguous (see ``conv2d_backward``).
+    the adds are fastest when each offset's slice is contiguous (see ``_col2im_input_gradient``).
     Returns an (N, C, H, W) view of the channels-last gradient buffer.
     """
     xp = get_array_module(windows)
@@ -260,13 +250,13 @@ def col2im(cols, input_shape, kernel_size, stride=1, padding=0, dilation=1, grou
     return _add_windows(_windows_of_cols(cols, geometry), geometry)
 
 
-# -- the convolution ------------------------------------------------------------------------------
+# -- the textbook route: y = cols @ W_matᵀ + b; dW_mat = dYᵀ @ cols; dx = col2im(dY @ W_mat) ----
 @dataclass
 class ConvCache:
     """What ``conv2d_backward`` needs: the input, the weight matrix, the shapes.
 
-    Not ``cols``: backward makes one im2col copy (of dy at stride 1, else of x again), cheap next
-    to its two GEMMs, which spares the 9x the input that keeping ``cols`` would cost. The input
+    Not ``cols``: backward makes one im2col copy (of x again; of dy on the flipped route), cheap
+    next to its two GEMMs, which spares the 9x the input that keeping ``cols`` would cost. The input
     itself is usually kept anyway, by the layer before (a ReLU keeps its output). A cache serves
     one backward pass, as in PyTorch.
     """
@@ -308,16 +298,6 @@ def _check_operands(layer, x, w, b, groups):
     check_matching(layer, x, w, b)
 
 
-def _conv2d_forward(layer, x, w, b, stride, padding, dilation, groups):
-    _check_operands(layer, x, w, b, groups)
-    geometry = _conv_geometry(layer, x.shape, w.shape[2:], stride, padding, dilation, groups)
-    if _uses_shifted_gemm(device_of(x), geometry, w.shape[0]):
-        return _shifted_conv_forward(x, w, b, geometry)
-    weight_matrix = _weight_matrix(w, groups)
-    y = _im2col_conv(x, weight_matrix, b, geometry)
-    return y, ConvCache(x, weight_matrix, geometry, b is not None)
-
-
 def _im2col_conv(x, weight_matrix, b, geometry):
     """``y = im2col(x) @ W_matᵀ + b`` as an (N, C_out, H_out, W_out) view of channels-last memory."""
     return _cols_product(_im2col_scratch(x, geometry), weight_matrix, b, geometry)
@@ -336,177 +316,21 @@ def _cols_product(cols, weight_matrix, b, geometry):
     return y_nhwc.transpose(0, 3, 1, 2)
 
 
-# -- the shifted-GEMM path: stride 1, one group, no im2col copy ------------------------------------
-@dataclass
-class ShiftedConvCache:
-    """What the shifted-GEMM backward needs: the input (backward pads it again), the weights."""
-    x: object               # (N, C, H, W); None once used
-    weight_by_offset: object  # (kh*kw, C, C_out)
-    geometry: ConvGeometry
-    has_bias: bool
+def _weight_gradient(cols, dout, geometry):
+    """``dW_mat = dYᵀ @ cols``, as a (C_out, C/G, kh, kw) weight gradient."""
+    xp = get_array_module(cols, dout)
+    N, C, _, _ = geometry.input_shape
+    G, _, C_out_group = dout.shape
+    # computed as (colsᵀ @ dY)ᵀ: OpenBLAS runs this orientation of the long (N*H_out*W_out)
+    # contraction steadily on busy cores (see benchmarks/README.md)
+    dw_matrix = xp.matmul(cols.transpose(0, 2, 1), dout).transpose(0, 2, 1)  # (G, C_out/G, kh*kw*C/G)
+    return _weight_from_matrix(dw_matrix, (G * C_out_group, C // G, *geometry.kernel))
 
 
-# The shifted path's small GEMMs run in blocks of grid rows, about 2**19 multiply-adds each (2048
-# rows for 16 -> 16 channels): large enough that Python's per-call overhead stays small, small
-# enough that a block's running sum and products stay in the core's cache. Measured on 16 -> 16
-# channels at 32x32, forward and backward: 12% faster than blocks of 2**18, 30% than 2**20.
-_BLOCK_MULTIPLY_ADDS = 2 ** 19
-_MAX_BLOCK_ROWS = 4096
-_MAX_SHIFTED_CHANNEL_PRODUCT = 512  # C * C_out up to which the shifted path beats im2col
-
-
-def _block_rows(C, C_out):
-    """Rows of the grid per block of small GEMMs (each (rows, C) @ (C, C_out))."""
-    return min(_MAX_BLOCK_ROWS, _BLOCK_MULTIPLY_ADDS // (C * C_out))
-
-
-def _uses_shifted_gemm(device, geometry, C_out):
-    """Stride-1 single-group convolutions with few channels take the shifted-GEMM path on the CPU.
-
-    Measured (forward + backward, batch 128): 16 -> 16 channels on 32x32 take 33 ms here against
-    im2col's 41, and a 3 -> 16 stem 18 against 41 (im2col's GEMMs with 3 columns are slow there);
-    from 32 -> 32 channels on (23 ms on im2col against 31 on 16x16) the GEMMs get too small for
-    their count and im2col's few big GEMMs win, as they do on the small grids of deep layers.
-    The blocking is tuned to OpenBLAS; on a GPU thousands of small GEMMs would be thousands of
-    kernel launches, so other array modules keep im2col's few large GEMMs (unmeasured there).
-    """
-    C = geometry.input_shape[1]
-    return (device == "cpu" and geometry.stride == (1, 1) and geometry.groups == 1
-            and C * C_out <= _MAX_SHIFTED_CHANNEL_PRODUCT)
-
-
-def _padded_rows(x, geometry):
-    """The padded input, channels last, as a (N*H_pad*W_pad, C) matrix: a row per grid pixel.
-
-    A scratch buffer (see ``scratch``), or ``x``'s own memory when it needs no padding and is
-    channels-last already: either way, read it during this call only.
-    """
-    padded = _padded_nhwc(x, geometry)
-    if not padded.flags.c_contiguous:  # unpadded and not channels-last
-        padded = _into_scratch(padded, "padded input")
-    return padded.reshape(-1, geometry.input_shape[1])
-
-
-def _into_scratch(array, slot):
-    """A copy of ``array`` in the scratch buffer ``slot``."""
-    copy = scratch(array, array.shape, array.dtype, slot)
-    copy[...] = array
-    return copy
-
-
-def _row_shifts(geometry):
-    """The row shift ``i*d_h*W_pad + j*d_w`` of each kernel offset (i, j), in (i, j) order."""
-    _, W_pad = geometry.padded_size
-    (kh, kw), (d_h, d_w) = geometry.kernel, geometry.dilation
-    return [i * d_h * W_pad + j * d_w for i in range(kh) for j in range(kw)]
-
-
-def _grid_rows(geometry):
-    """How many grid rows hold an output: up to the last valid one, whose window ends the input."""
-    N, _, _, _ = geometry.input_shape
-    H_pad, W_pad = geometry.padded_size
-    return N * H_pad * W_pad - _row_shifts(geometry)[-1]
-
-
-def _row_blocks(count, block):
-    """``(start, stop)`` of consecutive blocks of ``block`` rows covering ``range(count)``."""
-    return [(start, min(count, start + block)) for start in range(0, count, block)]
-
-
-def _weight_by_offset(w):
-    """(C_out, C, kh, kw) -> (kh*kw, C, C_out): one (C, C_out) matrix W_ij per kernel offset."""
-    xp = get_array_module(w)
-    C_out, C, kh, kw = w.shape
-    return xp.ascontiguousarray(w.transpose(2, 3, 1, 0)).reshape(kh * kw, C, C_out)
-
-
-def _sum_of_shifted_products(rows, weight_by_offset, shifts, count, out):
-    """``out[r] = sum_k rows[r + shifts[k]] @ weight_by_offset[k]`` for ``r < count``.
-
-    Each term is a contiguous slice of ``rows`` times a small matrix: kh*kw GEMMs in place of one
-    im2col copy (9x the input) and one GEMM. Done block by block (see ``_block_rows``), so that
-    the running sum and each product stay in cache.
-    """
-    xp = get_array_module(rows)
-    C, C_out = weight_by_offset.shape[1:]
-    block = _block_rows(C, C_out)
-    scratch = xp.empty((min(block, count), C_out), dtype=out.dtype)
-    for start, stop in _row_blocks(count, block):
-        total, product = out[start:stop], scratch[:stop - start]
-        xp.matmul(rows[start + shifts[0]:stop + shifts[0]], weight_by_offset[0], out=total)
-        for k in range(1, len(shifts)):
-            total += xp.matmul(rows[start + shifts[k]:stop + shifts[k]], weight_by_offset[k], out=product)
-    return out
-
-
-def _shifted_conv_forward(x, w, b, geometry):
-    xp = get_array_module(x, w, b)
-    N, _, _, _ = geometry.input_shape
-    H_pad, W_pad = geometry.padded_size
-    H_out, W_out = geometry.output_size
-    C_out = w.shape[0]
-    rows = _padded_rows(x, geometry)
-    weight_by_offset = _weight_by_offset(w)
-    grid = scratch(x, (N * H_pad * W_pad, C_out), x.dtype, "grid")  # rows past _grid_rows stay unset
-    _sum_of_shifted_products(rows, weight_by_offset, _row_shifts(geometry), _grid_rows(geometry), grid)
-    valid = grid.reshape(N, H_pad, W_pad, C_out)[:, :H_out, :W_out]
-    # one copy into a contiguous channels-last output, adding the bias on the way
-    y_nhwc = xp.empty((N, H_out, W_out, C_out), dtype=x.dtype)
-    if b is None:
-        y_nhwc[...] = valid
-    else:
-        xp.add(valid, b, out=y_nhwc)
-    return y_nhwc.transpose(0, 3, 1, 2), ShiftedConvCache(x, weight_by_offset, geometry, b is not None)
-
-
-def _dy_on_grid(dy, geometry):
-    """dy embedded in the padded grid as rows (N*H_pad*W_pad, C_out), zeros off the valid outputs
-    (a scratch buffer, see ``scratch``)."""
-    N, C_out, H_out, W_out = dy.shape
-    grid = scratch(dy, (N, *geometry.padded_size, C_out), dy.dtype, "gradient grid")
-    grid[:, H_out:] = grid[:, :H_out, W_out:] = 0
-    grid[:, :H_out, :W_out] = dy.transpose(0, 2, 3, 1)
-    return grid.reshape(-1, C_out)
-
-
-def _shifted_conv_backward(dy, cache):
-    geometry, weight_by_offset = cache.geometry, cache.weight_by_offset
-    rows = _padded_rows(_take_input(cache), geometry)
-    xp = get_array_module(dy, rows)
-    N, C, H, W = geometry.input_shape
-    (kh, kw), C_out = geometry.kernel, weight_by_offset.shape[2]
-    (top, _), (left, _) = geometry.padding
-    shifts, count = _row_shifts(geometry), _grid_rows(geometry)
-    dy_rows = _dy_on_grid(dy, geometry)[:count]   # zeros at the garbage rows: they add nothing
-    # block by block (see _block_rows), for each kernel offset (i, j) with rows shifted by s_ij:
-    #   dW_ij += X[block + s_ij]ᵀ @ dY[block]       dX[block + s_ij] += dY[block] @ W_ijᵀ
-    block = _block_rows(C, C_out)
-    dw_by_offset = xp.zeros((kh * kw, C, C_out), dtype=dy.dtype)
-    dw_product = xp.empty((C, C_out), dtype=dy.dtype)
-    dx_rows = xp.zeros_like(rows)
-    dx_product = xp.empty((min(block, count), C), dtype=dy.dtype)
-    # W_ijᵀ contiguous: OpenBLAS threads a transposed operand's small GEMMs sooner (measured)
-    transposed_weights = xp.ascontiguousarray(weight_by_offset.transpose(0, 2, 1))
-    for start, stop in _row_blocks(count, block):
-        dy_block, dx_block = dy_rows[start:stop], dx_product[:stop - start]
-        for k, shift in enumerate(shifts):
-            dw_by_offset[k] += xp.matmul(rows[start + shift:stop + shift].T, dy_block, out=dw_product)
-            dx_rows[start + shift:stop + shift] += xp.matmul(dy_block, transposed_weights[k], out=dx_block)
-    dw = xp.ascontiguousarray(dw_by_offset.reshape(kh, kw, C, C_out).transpose(3, 2, 0, 1))
-    dx_padded = dx_rows.reshape(N, *geometry.padded_size, C)
-    dx = dx_padded[:, top:top + H, left:left + W].transpose(0, 3, 1, 2)
-    db = dy_rows.sum(axis=0) if cache.has_bias else None
-    return dx, dw, db
-
-
-def conv2d_forward(x, w, b, stride=1, padding=0, dilation=1, groups=1):
-    """``y = conv2d(x, w) + b`` with PyTorch's semantics; returns ``(y, cache)``.
-
-    x: (N, C, H, W); w: (C_out, C/groups, kh, kw); b: (C_out,) or None. ``stride``, ``padding``
-    and ``dilation`` are ints or (height, width) pairs; ``padding`` may also be ``"valid"`` or
-    ``"same"`` (stride 1 only). y: (N, C_out, H_out, W_out), same dtype as x.
-    """
-    return _conv2d_forward("conv2d_forward", x, w, b, stride, padding, dilation, groups)
+def _textbook_input_gradient(dout, weight_matrix, geometry, cols):
+    """``dx = col2im(dY @ W_mat)`` as written; ``dcols`` is written over ``cols`` (no longer needed)."""
+    dcols = get_array_module(dout, weight_matrix).matmul(dout, weight_matrix, out=cols)
+    return _add_windows(_windows_of_cols(dcols, geometry), geometry)
 
 
 def _check_upstream(dy, geometry, C_out, dtype):
@@ -527,108 +351,75 @@ def _take_input(cache):
     return x
 
 
+# -- the routes' dispatcher ------------------------------------------------------------------------
+from . import conv_flipped, conv_shifted  # noqa: E402  (they build on the textbook pieces above)
+
+
+def _conv2d_forward(layer, x, w, b, stride, padding, dilation, groups):
+    """Check, then take a route: the shifted GEMM where it applies (never under
+    ``reference_kernels``, nor for an empty batch), else the textbook im2col + GEMM."""
+    _check_operands(layer, x, w, b, groups)
+    geometry = _conv_geometry(layer, x.shape, w.shape[2:], stride, padding, dilation, groups)
+    if x.shape[0] and not uses_reference_kernels() \
+            and conv_shifted.uses_shifted_gemm(device_of(x), geometry, w.shape[0]):
+        return conv_shifted.shifted_conv_forward(x, w, b, geometry)
+    weight_matrix = _weight_matrix(w, groups)
+    y = _im2col_conv(x, weight_matrix, b, geometry)
+    return y, ConvCache(x, weight_matrix, geometry, b is not None)
+
+
+def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
+    """``y = conv2d(x, w) + b`` with PyTorch's semantics; returns ``(y, cache)``.
+
+    x: (N, C, H, W); w: (C_out, C/groups, kh, kw); b: (C_out,) or None. ``stride``, ``padding``
+    and ``dilation`` are ints or (height, width) pairs; ``padding`` may also be ``"valid"`` or
+    ``"same"`` (stride 1 only). y: (N, C_out, H_out, W_out), same dtype as x.
+    """
+    return _conv2d_forward("conv2d_forward", x, w, b, stride, padding, dilation, groups)
+
+
 def conv2d_backward(dy, cache):
     """``(dx, dw, db)`` from ``dy = dL/dy``; ``db`` is None when the forward had no bias.
 
-    Uses up ``cache`` (a cache serves one backward pass, as in PyTorch).
+    Uses up ``cache`` (a cache serves one backward pass, as in PyTorch). The forward's route
+    decides (its cache's type): a shifted-GEMM forward has a shifted-GEMM backward.
     """
-    if isinstance(cache, ShiftedConvCache):
+    if isinstance(cache, conv_shifted.ShiftedConvCache):
         _check_upstream(dy, cache.geometry, cache.weight_by_offset.shape[2], cache.weight_by_offset.dtype)
-        return _shifted_conv_backward(dy, cache)
+        return conv_shifted.shifted_conv_backward(dy, cache)
     G, C_out_group, _ = cache.weight_matrix.shape
     _check_upstream(dy, cache.geometry, G * C_out_group, cache.weight_matrix.dtype)
     return _im2col_conv_backward(dy, cache)
 
 
 def _im2col_conv_backward(dy, cache):
-    """The im2col path's backward: at stride 1 both gradients from one im2col of dy, else col2im."""
+    """The im2col route's backward: at stride 1 both gradients from the flipped route (not under
+    ``reference_kernels``), else dW from ``cols`` and dx by col2im."""
     geometry, weight_matrix = cache.geometry, cache.weight_matrix
     x = _take_input(cache)
-    flipped = _flipped_geometry(geometry, dy.shape)
+    reference = uses_reference_kernels()
+    flipped = None if reference else conv_flipped.flipped_geometry(geometry, dy.shape)
     if flipped is not None:
-        dx, dw = _stride_one_gradients(x, dy, weight_matrix, geometry, flipped)
+        dx, dw = conv_flipped.stride_one_gradients(x, dy, weight_matrix, geometry, flipped)
     else:
         G, C_out_group, _ = weight_matrix.shape
         # a row per output pixel, as in forward (a free view when dy is channels-last in memory)
         dout = dy.transpose(0, 2, 3, 1).reshape(geometry.cols_shape[1], G, C_out_group).transpose(1, 0, 2)
         cols = _im2col_scratch(x, geometry)   # again: cheaper than keeping 9x the input
         dw = _weight_gradient(cols, dout, geometry)
-        dx = _col2im_input_gradient(dout, weight_matrix, geometry, cols)
+        input_gradient = _textbook_input_gradient if reference else _col2im_input_gradient
+        dx = input_gradient(dout, weight_matrix, geometry, cols)
     db = dy.sum(axis=(0, 2, 3)) if cache.has_bias else None
     return dx, dw, db
 
 
-def _weight_gradient(cols, dout, geometry):
-    """``dW_mat = dYᵀ @ cols``, as a (C_out, C/G, kh, kw) weight gradient."""
-    xp = get_array_module(cols, dout)
-    N, C, _, _ = geometry.input_shape
-    G, _, C_out_group = dout.shape
-    # computed as (colsᵀ @ dY)ᵀ: OpenBLAS runs this orientation of the long (N*H_out*W_out)
-    # contraction steadily; the other one stalls by seconds when the cores are busy
-    dw_matrix = xp.matmul(cols.transpose(0, 2, 1), dout).transpose(0, 2, 1)  # (G, C_out/G, kh*kw*C/G)
-    return _weight_from_matrix(dw_matrix, (G * C_out_group, C // G, *geometry.kernel))
-
-
-# -- stride 1: both gradients from the convolution of dy with the flipped kernel -------------------
-# In one dimension, with p_top the padding in front and k' = d*(k - 1) + 1 the dilated kernel,
-#
-#     y[h] = sum_i W[i] x[h + i*d - p_top]
-#     dx[u] = sum_i W[i] dy[u + p_top - i*d]              (collect the h that read x[u])
-#           = sum_i W[k - 1 - i] dy[u + i*d - (k' - 1 - p_top)]     (i -> k - 1 - i)
-#
-# a stride-1 convolution of dy with the kernel flipped in space (and input and output channels
-# swapped within each group), padded by k' - 1 - p_top in front and k' - 1 - p_bottom behind.
-# Its im2col matrix dy_cols has a row per *input* pixel u, holding dy[u + i*d - (k' - 1 - p_top)]
-# at flipped offset i, so the weight gradient comes out of the same matrix (h = u + p_top - i*d):
-#
-#     dW[i] = sum_h dy[h] x[h + i*d - p_top] = sum_u dy_cols[u, offset k - 1 - i] x[u]
-#
-# i.e. dy_colsᵀ @ x_rows, flipped back. One im2col copy (of dy) and two GEMMs with the long
-# contractions, in place of two copies (x again, for dW) and col2im's kh*kw strided adds over 9x
-# the input after a GEMM with the short C_out/G contraction. The col2im route stays for the rest
-# (strides > 1, paddings beyond the kernel) and as the reference the tests compare with.
-def _flipped_geometry(geometry, dy_shape):
-    """The geometry of dx as a convolution of dy, or None when that route does not apply."""
-    if geometry.stride != (1, 1):
-        return None
-    padding = tuple((k - 1 - before, k - 1 - after)
-                    for k, (before, after) in zip(geometry.dilated_kernel, geometry.padding))
-    if min(min(pair) for pair in padding) < 0:
-        return None
-    return ConvGeometry(tuple(dy_shape), geometry.kernel, (1, 1), padding, geometry.dilation,
-                        geometry.groups)
-
-
-def _flip_kernel(matrix, kernel, in_group):
-    """(G, out, (i, j, in)) -> (G, in, (kh-1-i, kw-1-j, out)): the kernel flipped in space, its
-    input and output channels swapped. Its own inverse (called with the other channel count)."""
-    xp = get_array_module(matrix)
-    (kh, kw), (G, out_group, _) = kernel, matrix.shape
-    flipped = matrix.reshape(G, out_group, kh, kw, in_group)[:, :, ::-1, ::-1]
-    return xp.ascontiguousarray(flipped.transpose(0, 4, 2, 3, 1)).reshape(G, in_group, kh * kw * out_group)
-
-
-def _stride_one_gradients(x, dy, weight_matrix, geometry, flipped):
-    """``(dx, dw)`` of a stride-1 convolution from ``dy_cols``, the im2col of dy (see above)."""
-    xp = get_array_module(x, dy)
-    N, C, H, W = geometry.input_shape
-    G, C_out_group, _ = weight_matrix.shape
-    dy_cols = _im2col_scratch(dy, flipped)                        # (G, N*H*W, kh*kw*C_out/G)
-    dx = _cols_product(dy_cols, _flip_kernel(weight_matrix, geometry.kernel, C // G), None, flipped)
-    x_rows = x.transpose(0, 2, 3, 1).reshape(N * H * W, G, C // G).transpose(1, 0, 2)
-    flipped_dw = xp.matmul(dy_cols.transpose(0, 2, 1), x_rows)  # (G, kh*kw*C_out/G, C/G), as in dW
-    dw_matrix = _flip_kernel(flipped_dw.transpose(0, 2, 1), geometry.kernel, C_out_group)
-    return dx, _weight_from_matrix(dw_matrix, (G * C_out_group, C // G, *geometry.kernel))
-
-
 def _col2im_input_gradient(dout, weight_matrix, geometry, cols):
-    """``dx = col2im(dY @ W_mat)``; ``dcols`` is written over ``cols`` (no longer needed)."""
+    """``_textbook_input_gradient``, faster: dcols one kernel offset at a time, so that col2im adds
+    long contiguous runs, not C/G-long pieces; written over ``cols`` too."""
     xp = get_array_module(dout, weight_matrix)
     N, C, _, _ = geometry.input_shape
     (kh, kw), (G, C_out_group, _) = geometry.kernel, weight_matrix.shape
     pixels = cols.shape[1]
-    # dcols = dout @ W_mat, one kernel offset at a time (a batched matmul): each offset's
-    # gradients come out contiguous, so col2im adds long runs, not C/G-long pieces
     weight_by_offset = weight_matrix.reshape(G, C_out_group, kh * kw, C // G).transpose(0, 2, 1, 3)
     dcols = xp.matmul(dout[:, None], weight_by_offset, out=cols.reshape(G, kh * kw, pixels, C // G))
     windows = dcols.reshape(G, kh, kw, N, *geometry.output_size, C // G).transpose(3, 4, 5, 1, 2, 0, 6)

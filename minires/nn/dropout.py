@@ -24,9 +24,10 @@ Uniforms are drawn in float32 whatever the dtype of ``x``: half the memory traff
 float64, and 2^-24 is a fine enough grid for p.
 
 Memory: the cache is the boolean mask (one byte per element, a quarter of a float32 copy
-of ``x``) and the scale 1/(1 - p); ``None`` when dropout is the identity.
+of ``x``) and the scale 1/(1 - p), in a ``DropoutCache``; no mask when dropout is the identity.
 """
 import numbers
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -48,15 +49,22 @@ def _uniform(xp, shape, generator):
     return generator.random(shape, dtype=np.float32)
 
 
+@dataclass
+class DropoutCache:
+    """What ``dropout_backward`` needs: the mask (None when the forward was the identity), the scale."""
+    keep: object
+    scale: float
+
+
 def _dropout(x, p, training, generator):
     if not training or p == 0:
-        return x, None
+        return x, DropoutCache(None, 1.0)
     xp = get_array_module(x)
     keep = _uniform(xp, x.shape, generator) >= p  # P(keep) = 1 - p; all False for p = 1
     scale = 1.0 / (1.0 - p) if p < 1 else 0.0
     y = xp.multiply(x, keep)  # bool operand: y keeps the dtype of x
     y *= scale
-    return y, (keep, scale)
+    return y, DropoutCache(keep, scale)
 
 
 def dropout_forward(x, p=0.5, training=True, generator=None):
@@ -68,9 +76,9 @@ def dropout_forward(x, p=0.5, training=True, generator=None):
 
 def dropout_backward(dy, cache):
     """``dx = dy * mask / (1 - p)`` (``dy`` itself when the forward was the identity)."""
-    if cache is None:
+    if cache.keep is None:
         return dy
-    keep, scale = cache
+    keep, scale = cache.keep, cache.scale
     check_same_shape("dropout_backward", dy, keep.shape, "upstream gradient")
     dx = get_array_module(dy, keep).multiply(dy, keep)
     dx *= scale

@@ -19,6 +19,7 @@ reference: no copy. The input must therefore not be modified in place between fo
 and backward.
 """
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -46,18 +47,26 @@ def _rows(array):
     return array.reshape(math.prod(array.shape[:-1]), array.shape[-1])
 
 
+@dataclass
+class LinearCache:
+    """What ``linear_backward`` needs: the input (for dW) and the weight (for dx), by reference."""
+    x: object
+    weight: object
+    has_bias: bool
+
+
 def _linear(x, weight, bias):
     xp = get_array_module(x, weight, bias)
     y = xp.matmul(_rows(x), weight.T)
     if bias is not None:
         y += bias
-    return y.reshape(*x.shape[:-1], weight.shape[0]), (x, weight, bias is not None)
+    return y.reshape(*x.shape[:-1], weight.shape[0]), LinearCache(x, weight, bias is not None)
 
 
 def linear_forward(x, w, b=None):
     """``y = x w^T + b`` for ``x`` (*, in), ``w`` (out, in), ``b`` (out,) or ``None``.
 
-    Returns ``(y, cache)``; the cache is ``(x, w, has_bias)``.
+    Returns ``(y, cache)``, a ``LinearCache``.
     """
     _check_inputs("linear_forward", x, w, b)
     return _linear(x, w, b)
@@ -65,7 +74,7 @@ def linear_forward(x, w, b=None):
 
 def linear_backward(dy, cache):
     """``(dx, dw, db)`` from ``dy`` (*, out); ``db`` is ``None`` for a layer without bias."""
-    x, weight, has_bias = cache
+    x, weight, has_bias = cache.x, cache.weight, cache.has_bias
     check_same_shape("linear_backward", dy, (*x.shape[:-1], weight.shape[0]), "upstream gradient")
     xp = get_array_module(dy, x, weight)
     dy_rows = _rows(dy)

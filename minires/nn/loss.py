@@ -22,6 +22,7 @@ Memory: the cache holds the softmax probabilities (N, C), in the dtype of the lo
 the labels; ``q`` is never built (backward subtracts its two terms in place).
 """
 import numbers
+from dataclasses import dataclass
 
 from ..backend import get_array_module
 from . import checks
@@ -54,6 +55,14 @@ def _check_inputs(layer, logits, targets):
                          f"got label {bad}")
 
 
+@dataclass
+class CrossEntropyCache:
+    """What ``cross_entropy_backward`` needs: softmax(logits) (N, C), the targets, the smoothing."""
+    probs: object
+    targets: object
+    label_smoothing: float
+
+
 def _cross_entropy(logits, targets, label_smoothing):
     xp = get_array_module(logits, targets)
     n, classes = logits.shape
@@ -67,7 +76,7 @@ def _cross_entropy(logits, targets, label_smoothing):
         per_sample -= label_smoothing / classes * log_probs.sum(axis=1)
     probs = exp
     probs /= sum_exp
-    return xp.asarray(per_sample.mean()), (probs, targets, label_smoothing)
+    return xp.asarray(per_sample.mean()), CrossEntropyCache(probs, targets, label_smoothing)
 
 
 def cross_entropy_forward(logits, targets, label_smoothing=0.0):
@@ -82,7 +91,7 @@ def cross_entropy_forward(logits, targets, label_smoothing=0.0):
 
 def cross_entropy_backward(dloss, cache):
     """``dlogits = dloss * (softmax(logits) - q) / N``; ``dloss`` is a scalar (1.0 for the loss itself)."""
-    probs, targets, label_smoothing = cache
+    probs, targets, label_smoothing = cache.probs, cache.targets, cache.label_smoothing
     if getattr(dloss, "ndim", 0) != 0:
         raise ValueError(f"cross_entropy_backward: expected a scalar upstream gradient (the loss is a scalar), "
                          f"got shape {tuple(dloss.shape)}")

@@ -14,7 +14,7 @@ from collections import OrderedDict, namedtuple
 
 import numpy as np
 
-from ..backend import device_of, to_device
+from ..backend import device_of, on_device, parse_device, to_device
 from ..grad_mode import is_grad_enabled
 from .checks import check_array
 
@@ -78,7 +78,9 @@ _EMPTY = object()  # no forward since the last backward
 
 
 def _with_backward_hooks(backward):
-    """Wrap a subclass's ``backward`` so that backward hooks run after the outermost call."""
+    """Wrap a subclass's ``backward``: the forward's cache is let go once the outermost call has
+    returned (not when it starts: a gradient it refuses leaves the cache for a corrected retry),
+    then the backward hooks run."""
 
     @functools.wraps(backward)
     def wrapped(self, *args, **kwargs):
@@ -89,6 +91,7 @@ def _with_backward_hooks(backward):
             grad_input = backward(self, *args, **kwargs)
         finally:
             self._in_backward = False
+        self._cache = _EMPTY  # one backward per forward, as in PyTorch
         grad_output = args[0] if args else next(iter(kwargs.values()), None)
         for hook in list(self._backward_hooks.values()):
             replaced = hook(self, grad_input, grad_output)
@@ -191,8 +194,8 @@ class Module:
         self._cache = cache if is_grad_enabled() else _NO_GRAD
 
     def _saved_for_backward(self):
-        """Hand the forward's cache to backward, once (a second backward needs a new forward)."""
-        cache, self._cache = self._cache, _EMPTY
+        """The forward's cache, for backward; it serves one backward (a second needs a new forward)."""
+        cache = self._cache
         if cache is _EMPTY:
             raise RuntimeError(f"{self.extra_name()}: backward called before forward "
                                "(or a second time after one forward)")
@@ -292,8 +295,9 @@ class Module:
         for key, value in state_dict.items():
             if key in slots:
                 target = self._slot_value(slots[key])
-                if tuple(np.shape(value)) != tuple(target.shape):
-                    problems.append(f"shape mismatch for {key}: the checkpoint has {tuple(np.shape(value))}, "
+                shape = tuple(value.shape) if hasattr(value, "shape") else np.shape(value)  # no host copy
+                if shape != tuple(target.shape):
+                    problems.append(f"shape mismatch for {key}: the checkpoint has {shape}, "
                                     f"the model has {tuple(target.shape)}")
         if problems:
             raise StateDictError(f"error loading the state_dict into {type(self).__name__}:\n  "
@@ -301,7 +305,8 @@ class Module:
         for key, value in state_dict.items():
             if key in slots:
                 target = self._slot_value(slots[key])
-                target[...] = to_device(value, device_of(target))  # casts to the target's dtype
+                with on_device(device_of(target)):
+                    target[...] = to_device(value, device_of(target))  # casts to the target's dtype
         return _IncompatibleKeys(missing, unexpected)
 
     @staticmethod
@@ -337,11 +342,13 @@ class Module:
     def to(self, device=None, dtype=None):
         """Move parameters, gradients and buffers to ``device`` and/or cast floats to ``dtype``.
 
-        ``m.to("cuda")``, ``m.to("cpu")``, ``m.to(dtype=np.float64)``, ``m.to(np.float64)``.
-        Integer buffers (``num_batches_tracked``) keep their dtype. Returns ``self``.
+        ``m.to("cuda")``, ``m.to("cpu")``, ``m.to(dtype=np.float64)``, ``m.to(np.float64)``: a string
+        is a device, as in PyTorch. Integer buffers (``num_batches_tracked``) keep their dtype. Returns ``self``.
         """
-        if device is not None and not (isinstance(device, str) and device.split(":")[0] in ("cpu", "cuda")):
+        if device is not None and not isinstance(device, str):
             device, dtype = None, device  # m.to(np.float64)
+        if device is not None:
+            parse_device(device)  # a clear error for "gpu" or "cuda:x" before anything moves
         dtype = None if dtype is None else np.dtype(dtype)
         if dtype is not None and dtype.kind != "f":
             raise TypeError(f"{type(self).__name__}.to: expected a floating-point dtype, got {dtype}")
@@ -350,7 +357,8 @@ class Module:
             if device is not None:
                 array = to_device(array, device)
             if dtype is not None and array.dtype.kind == "f":
-                array = array.astype(dtype, copy=False)
+                with on_device(device_of(array)):
+                    array = array.astype(dtype, copy=False)
             return array
 
         for module in self.modules():

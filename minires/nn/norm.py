@@ -1,5 +1,11 @@
 """Batch normalisation: normalise each channel over the batch, then scale and shift.
 
+Where the plain version is. The formulas below are computed as written -- float64 reductions
+over every axis but the channel, (C,) vectors broadcast over the channel axis -- inside
+``with minires.nn.reference_kernels():``; exercise 5 (``minires/exercises/solutions/ex5_batch_norm.py``)
+derives the same backward. Outside that block, channels-last inputs take the blocked sums and
+tiled broadcasts of ``_channel_rows`` (same results to rounding).
+
 Forward. For an input ``x`` of shape (N, C, H, W) -- or (N, C) and (N, C, L) -- each channel
 ``c`` is normalised over its ``M = N*H*W`` values (the batch and every spatial position):
 
@@ -14,8 +20,10 @@ exactly as PyTorch does:
     running_mean = (1 - momentum) * running_mean + momentum * mu
     running_var  = (1 - momentum) * running_var  + momentum * var * M / (M - 1)   (the *unbiased* one)
 
-starting from ``running_mean = 0``, ``running_var = 1``. Evaluation mode normalises with the running
-statistics instead, so y is then an affine map of x, channel by channel. (Without running
+starting from ``running_mean = 0``, ``running_var = 1``. An empty batch has no statistics: its output
+is empty and the running statistics stay as they are (``num_batches_tracked`` still counts it), as in
+PyTorch. Evaluation mode normalises with the running statistics instead, so y is then an affine map
+of x, channel by channel. (Without running
 statistics -- ``track_running_stats=False`` -- the batch statistics are used in both modes.)
 
 Backward. Write ``s = 1 / sqrt(var + eps)`` and sums over the M values of a channel as ``sum``.
@@ -34,7 +42,7 @@ shifting or scaling x within a channel does not change x_hat.)
 
 Precision. The statistics sum M values per channel (131,072 at batch 128 on 32x32): summed in
 float32 a mean of 1000 + N(0, 1) would lose several digits. The sums therefore accumulate in
-float64 (channels-last inputs: float64 across blocks of 256 values, see ``_MAX_BLOCK_ROWS``)
+float64 (channels-last inputs: float64 across blocks of 256 values, see ``_SUM_BLOCK_ROWS``)
 while the big tensors stay in the input's dtype, and the variance is computed in two passes, from
 the centred values ``x - mu``, so it never suffers the cancellation of ``E[x^2] - mu^2``. The
 per-channel quantities (mu, var, s, the backward sums) are float64 vectors of length C, cast to
@@ -56,6 +64,7 @@ import numpy as np
 from ..backend import get_array_module
 from .checks import check_dim, check_float, check_matching, check_rank, check_same_shape, layer_name
 from .module import Module, Parameter
+from .reference import uses_reference_kernels
 
 _LAYOUT = "(N, C), (N, C, L) or (N, C, H, W)"
 
@@ -83,22 +92,22 @@ def _channel_dot(a, b):
     return xp.einsum(f"{axes},{axes}->c", a, b, dtype=np.float64)
 
 
-# The fast path of the two sums above (the float64 one is the reference). A float64 accumulator
-# over float32 data converts every value: 3 ms for 2M values, a third of a batch norm's time.
-# When the channel is the innermost axis in memory (channels-last images, (N, C) batches), the
-# values form rows of C: blocks of up to 256 rows are summed in the input's dtype (a vectorised
-# loop; a few ulp of error per block), the block sums in float64. 4x faster; measured relative
-# error 1e-8 on 2M values of mean 3, where a plain float32 sum loses 1e-4.
-_MAX_BLOCK_ROWS = 256
+# The fast path of the two sums above (the float64 one is the reference): a float64 accumulator
+# converts every float32 value, a third of a batch norm's time. When the channel is the innermost
+# axis in memory (channels-last images, (N, C) batches), the values form rows of C: blocks of up
+# to 256 rows are summed in the input's dtype (a few ulp of error per block), the block sums in
+# float64. Speed and error measured in benchmarks/README.md.
+_SUM_BLOCK_ROWS = 256
 
 
 def _channel_rows(a):
-    """``a`` as (blocks, rows per block, C), a view, when its channels are the innermost axis; else None."""
+    """``a`` as (blocks, rows per block, C), a view, when its channels are the innermost axis; else
+    None (always None inside ``reference_kernels``: the plain reductions and broadcasts then)."""
     channels_last = a.transpose(0, *range(2, a.ndim), 1)
-    if not channels_last.flags.c_contiguous:
+    if uses_reference_kernels() or not channels_last.flags.c_contiguous:
         return None
     count = _values_per_channel(a)
-    return channels_last.reshape(-1, math.gcd(count, _MAX_BLOCK_ROWS), a.shape[1])
+    return channels_last.reshape(-1, math.gcd(count, _SUM_BLOCK_ROWS), a.shape[1])
 
 
 def _broadcastable(vector, like):
@@ -112,8 +121,7 @@ def _per_channel(ufunc, a, vector, out=None):
     The fast path of ``ufunc(a, _broadcastable(vector, a))``. On channels-last memory that
     broadcast makes NumPy run its inner loop over only C values at a time (16 on ResNet-20's
     first stage); viewing the values as rows of 256 pixels x C channels, against the vector
-    tiled 256 times, runs it over 256*C: such a pass measured 1.3x (16 channels) to 3x (32, 64)
-    faster, a whole batch norm on ResNet-20's shapes (forward and backward) 1.3-1.4x.
+    tiled 256 times, runs it over 256*C (faster: benchmarks/README.md).
     The result (or ``out``) keeps the layout of ``a``.
     """
     xp = get_array_module(a)
@@ -171,6 +179,9 @@ def _update_running_stats(running_mean, running_var, mean, var, count, momentum)
 def _batch_norm(x, gamma, beta, running_mean, running_var, training, momentum, eps):
     """The forward pass proper (inputs already checked)."""
     xp = get_array_module(x)
+    if x.size == 0:  # no values, no statistics: an empty output, running statistics untouched (PyTorch)
+        no_statistics = xp.zeros(x.shape[1], dtype=np.float64)
+        return xp.empty_like(x), BatchNormCache(x, no_statistics, gamma, beta is not None, batch_stats=False)
     batch_stats = training or running_mean is None
     if batch_stats:
         count = _values_per_channel(x)
@@ -190,9 +201,12 @@ def _batch_norm(x, gamma, beta, running_mean, running_var, training, momentum, e
     return y, BatchNormCache(centred, inv_std, gamma, beta is not None, batch_stats)
 
 
-def batch_norm_forward(x, gamma, beta, running_mean=None, running_var=None, training=True,
+def batch_norm_forward(x, gamma, beta, *, running_mean=None, running_var=None, training=True,
                        momentum=0.1, eps=1e-5):
     """Batch norm of ``x`` (N, C[, H, W]); returns ``(y, cache)``.
+
+    Everything after ``beta`` is keyword-only: gamma, beta and the running statistics all have
+    shape (C,), so a positional mix-up would run and give garbage.
 
     ``gamma``, ``beta``: (C,) arrays, or ``None`` for no scale / no shift (``affine=False``).
     ``running_mean``, ``running_var``: (C,) arrays or both ``None``. With ``training=True`` the

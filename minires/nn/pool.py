@@ -1,5 +1,11 @@
 """Pooling: max, average and adaptive average over windows of each channel.
 
+Where the plain version is. The textbook route -- one padded copy of the input, each window
+offset read as a strided slice of it -- is ``_read_taps`` / ``_add_into_taps`` below with
+``with minires.nn.reference_kernels():``; exercise 4 (``minires/exercises/solutions/ex4_max_pool.py``)
+writes max pooling that way. Outside that block the same taps read stride phases instead (the
+speed trick below); the scan over taps, the divisors and the modules are shared.
+
 Windows. A 2-D pooling of kernel (kh, kw), stride (sh, sw), padding (ph, pw) and dilation
 (dh, dw) gives output pixel (o, q) the window of input positions
 
@@ -10,18 +16,23 @@ and the output size  H_out = floor((H + 2*ph - dh*(kh - 1) - 1) / sh) + 1  (like
 its left padding (PyTorch's rule). Positions outside the input hold the neutral element of the
 reduction: -inf for the max (so a negative input is never beaten by padding), 0 for the average.
 
-Taps over stride phases (the speed trick). One window offset (i, j) -- a *tap* -- read for every
-output pixel at once is the strided slice ``x_pad[..., i*dh::sh, j*dw::sw]``, and strided slices
-make NumPy's loops slow (no SIMD; several times slower than contiguous ones). But position
-``o*s + start`` is element ``o + start // s`` of the stride phase ``x[..., r::s]``, ``r = start mod s``:
-every tap reads a plain *shifted* slice of one phase. So the input is copied once into its sh*sw
+Taps (the textbook route). One window offset (i, j) -- a *tap* -- read for every output pixel
+at once is the strided slice ``x_pad[..., i*dh::sh, j*dw::sw]`` (``H_out`` rows of it) of the
+input padded with the neutral element. A pooling is a loop over the kh*kw taps, each a handful
+of elementwise operations on output-sized arrays; backward adds each tap's gradient into the
+same strided slice of a padded gradient, whose interior is ``dx``. Overlapping windows (3x3
+stride 2) make several taps write the same input positions: they simply add up, tap after tap
+-- a loop over taps, never over pixels, never ``add.at``.
+
+Taps over stride phases (the speed trick). Strided slices make NumPy's loops slow (no SIMD;
+several times slower than contiguous ones). But position ``o*s + start`` is element
+``o + start // s`` of the stride phase ``x[..., r::s]``, ``r = start mod s``: every tap reads a
+plain *shifted* slice of one phase. So the input is copied once into its sh*sw
 phases, each padded with the neutral element so that every tap reads a full output-sized slice
 (one copy of the input in total; at stride 1 the single phase is a padded copy of x). Then each
-tap is a handful of elementwise operations on output-sized arrays. Backward runs the same way in
-reverse: each tap adds its gradient into the shifted slice of a padded per-phase buffer, and the
-buffers' interiors are interleaved into ``dx`` at the end. Overlapping windows (3x3 stride 2) make
-several taps write the same input positions: they simply add up, tap after tap -- a loop over
-the kh*kw taps, never over pixels, never ``add.at``.
+tap reads a contiguous slice. Backward runs the same way in reverse: each tap adds its gradient
+into the shifted slice of a padded per-phase buffer, and the buffers' interiors are interleaved
+into ``dx`` at the end.
 
 Max pooling. ``y = max`` over the window. PyTorch's CPU kernel scans a window in row-major tap
 order and moves its argmax when ``value > max or isnan(value)``: ties keep the first maximum, a NaN
@@ -40,18 +51,17 @@ up to the padded border (``count_include_pad=True``), or only its elements insid
 Adaptive average pooling to (H_out, W_out): output row i averages input rows
 ``floor(i*H/H_out) <= h < ceil((i+1)*H/H_out)`` (bins that may overlap), likewise columns. As an
 averaging matrix ``P_H`` (H_out, H) and ``P_W`` (W_out, W): ``y = P_H x P_W^T`` and, the map
-being linear, ``dx = P_H^T dy P_W``. Fast paths: global pooling (1x1, what ResNets use) is a mean,
-and when the sizes divide the bins are disjoint blocks (a reshape and a mean).
+being linear, ``dx = P_H^T dy P_W`` (the textbook route). Fast paths: global pooling (1x1, what
+ResNets use) is a mean, and when the sizes divide the bins are disjoint blocks (a reshape and a mean).
 
 Shapes: (N, C, H, W) or (C, H, W) in; the leading axes are kept.
 
 Memory. Max pooling keeps only ``argmax``: 1 byte per output element (1/16 of the input's bytes
 for a 3x3/2 pool of float32; the input itself is not referenced). Forward and backward each need
-one temporary, padded copy of the input's size (the phases). Average pooling keeps only the
-divisor (a number or an (H_out, W_out) array); adaptive pooling keeps nothing but shapes.
-
-Speed (2 cores, float32, the 3x3/2/1 max pool of a ResNet stem at batch 128, 64x112x112):
-forward ~0.9 s, backward ~0.6 s; PyTorch eager takes ~1.0 s for both, most of it in forward.
+one temporary, padded copy of the input's size (the phases, or the padded input). Average pooling
+keeps only the divisor (a number or an (H_out, W_out) array); adaptive pooling keeps nothing but
+shapes. Each cache is a small dataclass (``MaxPoolCache``, ``AvgPoolCache``,
+``AdaptiveAvgPoolCache``). Speed against PyTorch: ``benchmarks/README.md``.
 """
 import operator
 from dataclasses import dataclass
@@ -61,6 +71,7 @@ import numpy as np
 from ..backend import get_array_module, is_channels_last
 from .checks import check_float, check_pair, check_rank, check_same_shape, layer_name
 from .module import Module
+from .reference import uses_reference_kernels
 
 _LAYOUT = "(N, C, H, W) or (C, H, W)"
 
@@ -109,10 +120,11 @@ def _plan_axis(size, length, kernel, stride, padding, dilation):
 
 @dataclass(frozen=True)
 class Tap:
-    """One kernel offset (i, j): an output-sized slice of one padded stride phase."""
+    """One kernel offset (i, j): an output-sized slice of the padded input, or of one stride phase."""
     index: int      # i*kw + j: the position in PyTorch's row-major window scan
-    phase: tuple    # (r, c): it reads the phase x[..., r::sh, c::sw]
-    source: tuple   # (rows, cols) slices of the padded phase, each of the output's length
+    window: tuple   # (rows, cols) strided slices of the padded input (the textbook route)
+    phase: tuple    # (r, c): it reads the phase x[..., r::sh, c::sw] (the fast route) ...
+    source: tuple   # ... at these (rows, cols) slices of the padded phase, each of the output's length
 
 
 @dataclass(frozen=True)
@@ -122,6 +134,7 @@ class PoolGeometry:
     kernel: tuple
     stride: tuple
     padding: tuple
+    dilation: tuple
     output_size: tuple
     rows: Axis
     cols: Axis
@@ -131,13 +144,26 @@ class PoolGeometry:
         return self.input_shape[:-2] + self.output_size
 
     @property
+    def padded_shape(self):
+        """The input padded in front and as far behind as the last window reaches (at least the padding)."""
+        size = zip(self.input_shape[-2:], self.kernel, self.stride, self.padding, self.dilation, self.output_size)
+        return self.input_shape[:-2] + tuple(max(n + 2 * p, (length - 1) * s + d * (k - 1) + 1)
+                                             for n, k, s, p, d, length in size)
+
+    def input_window(self):
+        """The slices of the padded input that hold the input."""
+        return tuple(slice(p, p + n) for p, n in zip(self.padding, self.input_shape[-2:]))
+
+    @property
     def padded_phase_shape(self):
         return self.input_shape[:-2] + (self.rows.padded_length, self.cols.padded_length)
 
     def taps(self):
         """Every tap that lands inside the input somewhere, in row-major window order."""
         (H_out, W_out), kw = self.output_size, self.kernel[1]
-        return [Tap(i * kw + j, (r, c), (slice(top, top + H_out), slice(left, left + W_out)))
+        (sh, sw), (dh, dw) = self.stride, self.dilation
+        return [Tap(i * kw + j, (_window_slice(i * dh, sh, H_out), _window_slice(j * dw, sw, W_out)),
+                    (r, c), (slice(top, top + H_out), slice(left, left + W_out)))
                 for i, r, top in self.rows.taps for j, c, left in self.cols.taps]
 
     def phases(self):
@@ -169,11 +195,43 @@ def _geometry(layer, x, kernel_size, stride, padding, dilation, ceil_mode):
                          f"padded input: input of shape {tuple(x.shape)} padded by {padding} gives "
                          f"output size {output_size}")
     rows, cols = (_plan_axis(n, length, *args) for (n, *args), length in zip(per_axis, output_size))
-    return PoolGeometry(tuple(x.shape), kernel, stride, padding, output_size, rows, cols)
+    return PoolGeometry(tuple(x.shape), kernel, stride, padding, dilation, output_size, rows, cols)
+
+
+def _window_slice(start, step, count):
+    """``count`` positions ``start, start + step, ...`` (ends at the last one: never out of range)."""
+    return slice(start, start + step * (count - 1) + 1, step)
 
 
 def _at(array, slices):
     return array[(Ellipsis, *slices)]
+
+
+def _read_taps(x, geometry, fill):
+    """``[(tap, view)]``: each tap's output-sized view of ``x`` padded with ``fill`` (the neutral
+    element: -inf for max, 0 for a sum). Textbook route: strided slices of one padded copy; fast
+    route: contiguous slices of the padded stride phases."""
+    if uses_reference_kernels():
+        padded = get_array_module(x).full(geometry.padded_shape, fill, dtype=x.dtype)
+        _at(padded, geometry.input_window())[...] = x
+        return [(tap, _at(padded, tap.window)) for tap in geometry.taps()]
+    phases = _padded_phases(x, geometry, fill)
+    return [(tap, _at(phases[tap.phase], tap.source)) for tap in geometry.taps()]
+
+
+def _add_into_taps(gradient_of_tap, geometry, dtype, xp):
+    """``dx``: each tap adds ``gradient_of_tap(tap)`` (output-sized) where it read; overlapping
+    windows add up. The reverse of ``_read_taps``, on the same route."""
+    if uses_reference_kernels():
+        padded = xp.zeros(geometry.padded_shape, dtype=dtype)
+        for tap in geometry.taps():
+            window = _at(padded, tap.window)
+            window += gradient_of_tap(tap)
+        return _at(padded, geometry.input_window())
+    gradients = {phase: xp.zeros(geometry.padded_phase_shape, dtype=dtype) for phase in geometry.phases()}
+    for tap in geometry.taps():
+        _at(gradients[tap.phase], tap.source)[...] += gradient_of_tap(tap)
+    return _merge_phases(gradients, geometry, dtype, xp)
 
 
 def _padded_phases(x, geometry, fill):
@@ -199,14 +257,17 @@ def _merge_phases(phases, geometry, dtype, xp):
     return dx
 
 
-def _zero_phases(geometry, dtype, xp):
-    return {phase: xp.zeros(geometry.padded_phase_shape, dtype=dtype) for phase in geometry.phases()}
-
-
 # -- max pooling ---------------------------------------------------------------------------------
+@dataclass
+class MaxPoolCache:
+    """What ``max_pool2d_backward`` needs: for each output element the index ``i*kw + j`` of the
+    window element that won (int8, or int32 for windows of over 127 elements), and the shapes."""
+    argmax: object
+    geometry: PoolGeometry
+
+
 def _max_pool(x, geometry):
     xp = get_array_module(x)
-    phases = _padded_phases(x, geometry, -np.inf)
     out_shape = geometry.output_shape
     y = xp.full(out_shape, -np.inf, dtype=x.dtype)
     index_dtype = np.dtype(np.int8 if geometry.kernel[0] * geometry.kernel[1] <= 127 else np.int32)
@@ -215,8 +276,7 @@ def _max_pool(x, geometry):
     argmax[...] = first_rows[:, None] * geometry.kernel[1] + first_cols  # if no value beats -inf
     wins, is_nan = xp.empty(out_shape, dtype=bool), xp.empty(out_shape, dtype=bool)
     candidate = xp.empty(out_shape, dtype=index_dtype)
-    for tap in geometry.taps():
-        value = _at(phases[tap.phase], tap.source)
+    for tap, value in _read_taps(x, geometry, -np.inf):
         xp.greater(value, y, out=wins)              # strictly: a tie keeps the earlier tap
         xp.not_equal(value, value, out=is_nan)
         wins |= is_nan                              # a NaN always takes over
@@ -225,14 +285,13 @@ def _max_pool(x, geometry):
         xp.multiply(wins, index_dtype.type(tap.index), out=candidate)
         xp.maximum(argmax, candidate, out=argmax)
         xp.maximum(y, value, out=y)                 # NaN propagates, as in PyTorch
-    return y, (argmax, geometry)
+    return y, MaxPoolCache(argmax, geometry)
 
 
 def max_pool2d_forward(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
     """Max pooling of ``x`` (N, C, H, W) or (C, H, W); ``stride=None`` means ``kernel_size``.
 
-    Returns ``(y, cache)``; the cache is ``(argmax, geometry)``, ``argmax`` holding for each
-    output element the index ``i*kw + j`` of the window element that won.
+    Returns ``(y, cache)``, a ``MaxPoolCache``.
     """
     geometry = _geometry("max_pool2d_forward", x, kernel_size, stride, padding, dilation, ceil_mode)
     return _max_pool(x, geometry)
@@ -240,16 +299,16 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0, dilation=1, ceil_
 
 def max_pool2d_backward(dy, cache):
     """``dx``: each window's ``dy`` goes to its argmax; overlapping windows add up."""
-    argmax, geometry = cache
+    argmax, geometry = cache.argmax, cache.geometry
     check_same_shape("max_pool2d_backward", dy, geometry.output_shape, "upstream gradient")
     xp = get_array_module(dy, argmax)
-    gradients = _zero_phases(geometry, dy.dtype, xp)
     won, routed = xp.empty(dy.shape, dtype=bool), xp.empty_like(dy)
-    for tap in geometry.taps():
+
+    def routed_to(tap):  # dy where this tap won, else 0
         xp.equal(argmax, tap.index, out=won)
-        xp.multiply(won, dy, out=routed)
-        _at(gradients[tap.phase], tap.source)[...] += routed
-    return _merge_phases(gradients, geometry, dy.dtype, xp)
+        return xp.multiply(won, dy, out=routed)
+
+    return _add_into_taps(routed_to, geometry, dy.dtype, xp)
 
 
 # -- average pooling -----------------------------------------------------------------------------
@@ -286,22 +345,28 @@ def _avg_geometry(layer, x, kernel_size, stride, padding, ceil_mode, divisor_ove
     return _geometry(layer, x, kernel_size, stride, padding, 1, ceil_mode)
 
 
+@dataclass
+class AvgPoolCache:
+    """What ``avg_pool2d_backward`` needs: the divisor (a number or an (H_out, W_out) array), the shapes."""
+    divisor: object
+    geometry: PoolGeometry
+
+
 def _avg_pool(x, geometry, count_include_pad, divisor_override):
     xp = get_array_module(x)
-    phases = _padded_phases(x, geometry, 0)
     y = xp.zeros(geometry.output_shape, dtype=x.dtype)
-    for tap in geometry.taps():
-        y += _at(phases[tap.phase], tap.source)
+    for _, value in _read_taps(x, geometry, 0):
+        y += value
     divisor = _divisor(geometry, count_include_pad, divisor_override, x.dtype, xp)
     y /= divisor
-    return y, (divisor, geometry)
+    return y, AvgPoolCache(divisor, geometry)
 
 
 def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, ceil_mode=False,
                        count_include_pad=True, divisor_override=None):
     """Average pooling of ``x`` (N, C, H, W) or (C, H, W), with ``torch.nn.AvgPool2d``'s options.
 
-    Returns ``(y, cache)``; the cache is ``(divisor, geometry)``.
+    Returns ``(y, cache)``, an ``AvgPoolCache``.
     """
     geometry = _avg_geometry("avg_pool2d_forward", x, kernel_size, stride, padding, ceil_mode,
                              divisor_override)
@@ -310,14 +375,11 @@ def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, ceil_mode=False,
 
 def avg_pool2d_backward(dy, cache):
     """``dx``: every element of a window gets ``dy / divisor``; overlapping windows add up."""
-    divisor, geometry = cache
+    geometry = cache.geometry
     check_same_shape("avg_pool2d_backward", dy, geometry.output_shape, "upstream gradient")
     xp = get_array_module(dy)
-    share = dy / divisor
-    gradients = _zero_phases(geometry, dy.dtype, xp)
-    for tap in geometry.taps():
-        _at(gradients[tap.phase], tap.source)[...] += share
-    return _merge_phases(gradients, geometry, dy.dtype, xp)
+    share = dy / cache.divisor
+    return _add_into_taps(lambda tap: share, geometry, dy.dtype, xp)
 
 
 # -- adaptive average pooling ----------------------------------------------------------------------
@@ -342,24 +404,37 @@ def _bin_matrix(size, length, dtype, xp):
     return (((j >= start) & (j < end)) / (end - start)).astype(dtype)
 
 
+@dataclass
+class AdaptiveAvgPoolCache:
+    """What ``adaptive_avg_pool2d_backward`` needs: shapes, and whether the input was channels-last."""
+    input_shape: tuple
+    output_size: tuple      # (H_out, W_out)
+    channels_last: bool
+
+
 def _adaptive_avg_pool(x, output_size):
     xp = get_array_module(x)
     (H, W), (H_out, W_out) = x.shape[-2:], output_size
-    if (H_out, W_out) == (1, 1):
+    if not uses_reference_kernels() and (H_out, W_out) == (1, 1):
         y = x.mean(axis=(-2, -1), keepdims=True)
-    elif H % H_out == 0 and W % W_out == 0:
+    elif not uses_reference_kernels() and H % H_out == 0 and W % W_out == 0:
         blocks = x.reshape(*x.shape[:-2], H_out, H // H_out, W_out, W // W_out)
         y = blocks.mean(axis=(-3, -1))
     else:
-        rows, cols = _bin_matrix(H, H_out, x.dtype, xp), _bin_matrix(W, W_out, x.dtype, xp)
+        rows, cols = _bin_matrices((H, W), (H_out, W_out), x.dtype, xp)
         y = xp.matmul(xp.matmul(rows, x), cols.T)
-    return y, (tuple(x.shape), (H_out, W_out), is_channels_last(x))
+    return y, AdaptiveAvgPoolCache(tuple(x.shape), (H_out, W_out), is_channels_last(x))
+
+
+def _bin_matrices(size, output_size, dtype, xp):
+    """``P_H`` (H_out, H) and ``P_W`` (W_out, W), the averaging matrices of the bins."""
+    return tuple(_bin_matrix(n, length, dtype, xp) for n, length in zip(size, output_size))
 
 
 def adaptive_avg_pool2d_forward(x, output_size):
     """Adaptive average pooling of ``x`` (N, C, H, W) or (C, H, W) to ``output_size``.
 
-    Returns ``(y, cache)``; the cache is ``(input_shape, (H_out, W_out))``.
+    Returns ``(y, cache)``, an ``AdaptiveAvgPoolCache``.
     """
     check_float("adaptive_avg_pool2d_forward", x)
     check_rank("adaptive_avg_pool2d_forward", x, (3, 4), _LAYOUT)
@@ -377,17 +452,18 @@ def _empty_blocks(input_shape, blocks, channels_last, dtype, xp):
 
 def adaptive_avg_pool2d_backward(dy, cache):
     """``dx = P_H^T dy P_W``: each input element gets the share of every bin it lies in."""
-    input_shape, (H_out, W_out), channels_last = cache
+    input_shape, (H_out, W_out) = cache.input_shape, cache.output_size
     check_same_shape("adaptive_avg_pool2d_backward", dy, input_shape[:-2] + (H_out, W_out),
                      "upstream gradient")
     xp = get_array_module(dy)
     H, W = input_shape[-2:]
-    if H % H_out == 0 and W % W_out == 0:  # disjoint blocks (1x1 included): spread dy evenly
+    if not uses_reference_kernels() and H % H_out == 0 and W % W_out == 0:
+        # disjoint blocks (1x1 included): spread dy evenly
         kh, kw = H // H_out, W // W_out
-        dx = _empty_blocks(input_shape, (H_out, kh, W_out, kw), channels_last, dy.dtype, xp)
+        dx = _empty_blocks(input_shape, (H_out, kh, W_out, kw), cache.channels_last, dy.dtype, xp)
         dx[...] = (dy / (kh * kw))[..., :, None, :, None]
         return dx.reshape(input_shape)
-    rows, cols = _bin_matrix(H, H_out, dy.dtype, xp), _bin_matrix(W, W_out, dy.dtype, xp)
+    rows, cols = _bin_matrices((H, W), (H_out, W_out), dy.dtype, xp)
     return xp.matmul(xp.matmul(rows.T, dy), cols)
 
 

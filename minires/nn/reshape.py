@@ -9,12 +9,13 @@ Each output element is one input element, so the backward pass only undoes the r
     dx = dy.reshape(x.shape)
 
 Like PyTorch, forward returns a view of ``x`` when its memory layout allows it (a copy
-otherwise), and a 0-d input becomes a 1-element vector. The cache is two shapes.
+otherwise), and a 0-d input becomes a 1-element vector. The cache is the two shapes.
 
 Identity: ``y = x`` and ``dx = dy`` (a placeholder, e.g. where a block has no
 downsample path).
 """
 import math
+from dataclasses import dataclass
 
 from . import checks
 from .checks import check_array, check_same_shape
@@ -37,9 +38,16 @@ def _flattened_shape(layer, shape, start_dim, end_dim):
     return (*shape[:start], math.prod(shape[start:end + 1]), *shape[end + 1:])
 
 
+@dataclass
+class FlattenCache:
+    """What ``flatten_backward`` needs: the two shapes."""
+    input_shape: tuple
+    output_shape: tuple
+
+
 def _flatten(layer, x, start_dim, end_dim):
     y = x.reshape(_flattened_shape(layer, x.shape, start_dim, end_dim))
-    return y, (x.shape, y.shape)
+    return y, FlattenCache(x.shape, y.shape)
 
 
 def flatten_forward(x, start_dim=1, end_dim=-1):
@@ -50,9 +58,8 @@ def flatten_forward(x, start_dim=1, end_dim=-1):
 
 def flatten_backward(dy, cache):
     """``dx = dy.reshape(x.shape)``."""
-    x_shape, y_shape = cache
-    check_same_shape("flatten_backward", dy, y_shape, "upstream gradient")
-    return dy.reshape(x_shape)
+    check_same_shape("flatten_backward", dy, cache.output_shape, "upstream gradient")
+    return dy.reshape(cache.input_shape)
 
 
 class Flatten(Module):

@@ -3,9 +3,10 @@
 Why. A convolution's im2col matrix is large (302 MB in float32 for a 3x3 convolution of 64
 channels on 128 images of 32x32) and lives only during the call. Allocated fresh each time, it
 costs a page fault for every 4 KB page on its first write: the allocator hands blocks that big
-back to the operating system when they are freed, and filling a fresh 300 MB buffer took twice
-as long as filling a reused one (measured). A scratch buffer is allocated once, at the largest
-size asked for, and then reused: after the first training step no step pays those page faults.
+back to the operating system when they are freed, so filling a fresh 300 MB buffer is much
+slower than filling a reused one (measured: benchmarks/README.md). A scratch buffer is allocated
+once, at the largest size asked for, and then reused: after the first training step no step pays
+those page faults.
 
 The rule that makes it safe: a scratch array is valid until the next request for the same
 ``slot`` on the same thread, so nothing returned by a layer or kept in its cache may point into

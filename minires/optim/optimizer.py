@@ -29,7 +29,7 @@ the host); ``load_state_dict`` copies them onto the device and into the dtype of
 import copy
 import numbers
 
-from ..backend import device_of, get_array_module, to_device
+from ..backend import device_of, get_array_module, on_device, to_device
 from ..nn.module import Parameter
 
 
@@ -205,8 +205,9 @@ def _copy_like(optimizer, value, p, what):
     if tuple(value.shape) != tuple(p.data.shape):
         raise ValueError(f"{optimizer}.load_state_dict: {what} has shape {tuple(value.shape)}, "
                          f"its parameter has shape {tuple(p.data.shape)}")
-    value = to_device(value, device_of(p.data))
-    return value.astype(p.data.dtype if value.dtype.kind == "f" else value.dtype)  # astype copies
+    with on_device(device_of(p.data)):
+        value = to_device(value, device_of(p.data))
+        return value.astype(p.data.dtype if value.dtype.kind == "f" else value.dtype)  # astype copies
 
 
 def weight_decay_groups(module, weight_decay):

@@ -9,6 +9,9 @@ row of a matrix; the convolution is then a linear layer applied to those rows:
 
     H_out = (H + 2p - k) // s + 1      (likewise W_out)
 
+(minires.nn.conv orders the columns (i, j, c) instead, a window then being k*k runs of C
+contiguous numbers in its channels-last memory; the product and the gradients are the same.)
+
 To derive, given dout = dL/dy of shape (N, F, H_out, W_out):
 
   1. As in exercise 2 (a linear layer), with dY = dout as (N*H_out*W_out, F) rows:

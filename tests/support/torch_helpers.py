@@ -2,6 +2,7 @@
 import numpy as np
 import torch
 
+from minires import testing
 from minires.backend import asnumpy
 
 torch.set_num_threads(2)
@@ -17,9 +18,7 @@ def assert_close(actual, expected, rtol=1e-10, atol=1e-12, what="value"):
     """``actual`` (minires array) equals ``expected`` (torch tensor or array) within tolerances."""
     if isinstance(expected, torch.Tensor):
         expected = expected.detach().numpy()
-    actual = asnumpy(actual)
-    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
-    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol, err_msg=what)
+    testing.assert_close(actual, expected, rtol=rtol, atol=atol, what=what)
 
 
 def copy_module_weights(minires_module, torch_module):

@@ -1,0 +1,1 @@
+"""Speed and memory of minires against PyTorch; run each as ``python -m benchmarks.NAME`` from the checkout."""

@@ -1,0 +1,1 @@
+"""Test support that needs PyTorch (a test dependency only): never shipped with the library."""

@@ -1,8 +1,10 @@
-"""What the study demos (skip_connections.py, degradation.py) share: their data and their models.
+"""What the study demos (skip_connections.py, degradation.py) and the notebooks share: data and models.
 
 Data: real CIFAR-10 from ``--data-dir`` (the folder that holds ``cifar-10-batches-py/``), or
 with ``--synthetic`` a stand-in of random images in which each class has its own template,
-so that a network can learn something (for smoke tests and machines without the dataset).
+so that a network can learn something (for smoke tests and machines without the dataset). The
+notebooks (``demos/notebooks/``) take real CIFAR-10 when ``MINIRES_DATA`` (or the default
+folder) holds it and the stand-in otherwise, and say which (``cifar_or_stand_in``).
 """
 import os
 import sys
@@ -47,8 +49,24 @@ def load_cifar(args, train_size, test_size):
         sys.exit(f"CIFAR-10 is not available: {error}\n"
                  f"Point --data-dir (or MINIRES_DATA) at the folder that holds cifar-10-batches-py/, "
                  f"add --download to fetch it (170 MB), or run on stand-in images with --synthetic.")
+    return (*_first_images(train_set, test_set, train_size, test_size), "CIFAR-10")
+
+
+def _first_images(train_set, test_set, train_size, test_size):
     return (data.Subset.first(train_set, min(train_size, len(train_set))),
-            data.Subset.first(test_set, min(test_size, len(test_set))), "CIFAR-10")
+            data.Subset.first(test_set, min(test_size, len(test_set))))
+
+
+def cifar_or_stand_in(train_size, test_size, data_dir=DEFAULT_DATA):
+    """``(train_set, test_set, source)``: the first images of real CIFAR-10 in ``data_dir`` when it
+    is there, stand-in images otherwise; ``source`` says which (and, for the stand-in, why)."""
+    try:
+        train_set, test_set = data.CIFAR10(data_dir, train=True), data.CIFAR10(data_dir, train=False)
+    except data.DatasetNotFoundError:
+        return (synthetic_cifar(train_size, seed=1), synthetic_cifar(test_size, seed=2),
+                f"stand-in images: CIFAR-10 is not in {data_dir} (set MINIRES_DATA to the folder that "
+                "holds cifar-10-batches-py/)")
+    return (*_first_images(train_set, test_set, train_size, test_size), "CIFAR-10")
 
 
 def build_model(depth, residual):

@@ -1,4 +1,5 @@
-"""The layers and blocks that ``python -m minires.gradcheck`` checks, on small awkward shapes."""
+"""What ``python -m minires.gradcheck`` checks: every layer and block on small awkward shapes, and,
+for ``--demo-failure``, three backward passes with a classic mistake each."""
 import numpy as np
 
 from . import nn
@@ -11,57 +12,127 @@ def _x(*shape, seed=0):
     return np.random.default_rng(seed).standard_normal(shape)
 
 
+def _dropout_with_one_mask(x):
+    return nn.functional.dropout_forward(x, 0.4, True, np.random.default_rng(0))
+
+
+def _cross_entropy_smoothed(z):
+    return nn.functional.cross_entropy_forward(z, np.array([0, 4, 2]), 0.1)
+
+
+def _batch_norm_eval(x, gamma, beta):
+    return nn.functional.batch_norm_forward(x, gamma, beta, running_mean=_x(4, seed=3),
+                                            running_var=_x(4, seed=4) ** 2 + 0.5, training=False)
+
+
+def _sync_batch_norm_one_process(x, gamma, beta):
+    return nn.functional.sync_batch_norm_forward(x, gamma, beta, group=SingleProcessGroup())
+
+
+def _batch_norm_inputs():
+    return [_x(3, 4, 2, 3, seed=5), _x(4, seed=1), _x(4, seed=2)]
+
+
 def all_cases():
-    """A list of zero-argument callables, each returning a ``gradcheck.Report``."""
+    """``(name, check)`` pairs: ``name`` is the layer's (``--only NAME``), ``check()`` returns a
+    ``gradcheck.Report``."""
+    F = nn.functional
+    shortcut = resnet.make_shortcut
     return [
-        lambda: check_module(nn.ReLU(), _x(2, 3, 5, 4)),
-        lambda: check_module(nn.Linear(5, 3), _x(2, 3, 5)),
-        lambda: check_module(nn.Linear(4, 2, bias=False), _x(1, 4)),
-        lambda: check_module(nn.Flatten(), _x(2, 3, 2, 2)),
-        lambda: check_function(lambda x: nn.functional.dropout_forward(x, 0.4, True, np.random.default_rng(0)),
-                               nn.functional.dropout_backward, [_x(3, 5)], title="dropout_forward (p=0.4, one fixed mask)"),
-        lambda: check_function(lambda z: nn.functional.cross_entropy_forward(z, np.array([0, 4, 2]), 0.1),
-                               nn.functional.cross_entropy_backward, [_x(3, 5)],
-                               title="cross_entropy_forward (label_smoothing=0.1)"),
-        lambda: check_module(nn.Conv2d(3, 4, 3, stride=2, padding=1), _x(2, 3, 6, 6)),
-        lambda: check_module(nn.Conv2d(4, 6, (3, 2), stride=(2, 1), padding=(1, 0), dilation=(2, 1), groups=2),
-                             _x(1, 4, 7, 5)),
-        lambda: check_module(nn.Conv2d(4, 8, 1, stride=2, bias=False), _x(2, 4, 6, 6)),
-        lambda: check_module(nn.Conv2d(3, 3, (2, 3), padding="same", groups=3), _x(2, 3, 5, 4)),
-        lambda: check_module(nn.BatchNorm2d(3), _x(4, 3, 3, 2, seed=5) * 2 + 1),  # seed 0 is gradcheck's dy
-        lambda: check_module(nn.BatchNorm2d(3, momentum=None, affine=False), _x(2, 3, 2, 3, seed=1)),
-        lambda: check_module(nn.BatchNorm1d(3), _x(5, 3, seed=2)),
-        lambda: check_function(nn.functional.batch_norm_forward, nn.functional.batch_norm_backward,
-                               [_x(3, 4, 2, 3, seed=5), _x(4, seed=1), _x(4, seed=2)], names=["x", "gamma", "beta"],
-                               title="batch_norm_forward (training, random gamma and beta)"),
-        lambda: check_function(lambda x, g, b: nn.functional.batch_norm_forward(
-                                   x, g, b, running_mean=_x(4, seed=3), running_var=_x(4, seed=4) ** 2 + 0.5,
-                                   training=False),
-                               nn.functional.batch_norm_backward,
-                               [_x(3, 4, 2, 3, seed=5), _x(4, seed=1), _x(4, seed=2)],
-                               names=["x", "gamma", "beta"], title="batch_norm_forward (eval, running statistics)"),
-        lambda: check_function(lambda x, g, b: nn.functional.sync_batch_norm_forward(x, g, b, group=SingleProcessGroup()),
-                               nn.functional.sync_batch_norm_backward,
-                               [_x(3, 4, 3, 2, seed=5) * 3 - 1, _x(4, seed=1), _x(4, seed=2)],
-                               names=["x", "gamma", "beta"],
-                               title="sync_batch_norm_forward (the arithmetic in one process)"),
-        lambda: check_module(nn.MaxPool2d(3, stride=2, padding=1), _x(2, 2, 7, 6)),
-        lambda: check_module(nn.MaxPool2d(2, stride=1, padding=1, dilation=2, ceil_mode=True), _x(1, 2, 5, 6)),
-        lambda: check_module(nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True, count_include_pad=False),
-                             _x(2, 2, 6, 7)),
-        lambda: check_module(nn.AvgPool2d(2, stride=1), _x(1, 3, 4, 5)),
-        lambda: check_module(nn.AdaptiveAvgPool2d((3, 4)), _x(2, 2, 7, 6)),
-        lambda: check_module(nn.AdaptiveAvgPool2d(1), _x(2, 3, 4, 5)),
-        lambda: check_module(nn.Identity(), _x(2, 3)),
-        lambda: check_module(resnet.BasicBlock(4, 4), _x(2, 4, 5, 5, seed=3), title="BasicBlock (identity shortcut)"),
-        lambda: check_module(resnet.BasicBlock(3, 4, 2, resnet.make_shortcut("B", 3, 4, 2)), _x(2, 3, 6, 6, seed=3),
-                             title="BasicBlock (stride 2, projection shortcut B)"),
-        lambda: check_module(resnet.BasicBlock(3, 6, 2, resnet.make_shortcut("A", 3, 6, 2)), _x(2, 3, 5, 5, seed=3),
-                             title="BasicBlock (stride 2, zero-padding shortcut A)"),
-        lambda: check_module(resnet.BasicBlock(4, 4, residual=False), _x(2, 4, 5, 5, seed=3),
-                             title="BasicBlock (plain: no skip connection)"),
-        lambda: check_module(resnet.Bottleneck(8, 2), _x(2, 8, 4, 4, seed=3), title="Bottleneck (identity shortcut)"),
-        lambda: check_module(resnet.Bottleneck(4, 4, 2, resnet.make_shortcut("B", 4, 16, 2), groups=2, base_width=32),
-                             _x(2, 4, 5, 5, seed=3), title="Bottleneck (stride 2, groups 2, projection shortcut)"),
-        lambda: check_module(resnet.ShortcutA(3, 6, 2), _x(2, 3, 5, 4, seed=3)),
+        ("ReLU", lambda: check_module(nn.ReLU(), _x(2, 3, 5, 4))),
+        ("Linear", lambda: check_module(nn.Linear(5, 3), _x(2, 3, 5))),
+        ("Linear", lambda: check_module(nn.Linear(4, 2, bias=False), _x(1, 4))),
+        ("Flatten", lambda: check_module(nn.Flatten(), _x(2, 3, 2, 2))),
+        ("dropout", lambda: check_function(_dropout_with_one_mask, F.dropout_backward, [_x(3, 5)],
+                                           title="dropout_forward (p=0.4, one fixed mask)")),
+        ("cross_entropy", lambda: check_function(_cross_entropy_smoothed, F.cross_entropy_backward, [_x(3, 5)],
+                                                 title="cross_entropy_forward (label_smoothing=0.1)")),
+        ("Conv2d", lambda: check_module(nn.Conv2d(3, 4, 3, stride=2, padding=1), _x(2, 3, 6, 6))),
+        ("Conv2d", lambda: check_module(nn.Conv2d(4, 6, (3, 2), stride=(2, 1), padding=(1, 0), dilation=(2, 1),
+                                                  groups=2), _x(1, 4, 7, 5))),
+        ("Conv2d", lambda: check_module(nn.Conv2d(4, 8, 1, stride=2, bias=False), _x(2, 4, 6, 6))),
+        ("Conv2d", lambda: check_module(nn.Conv2d(3, 3, (2, 3), padding="same", groups=3), _x(2, 3, 5, 4))),
+        # seed 5, not 0: seed 0 is gradcheck's upstream gradient
+        ("BatchNorm2d", lambda: check_module(nn.BatchNorm2d(3), _x(4, 3, 3, 2, seed=5) * 2 + 1)),
+        ("BatchNorm2d", lambda: check_module(nn.BatchNorm2d(3, momentum=None, affine=False), _x(2, 3, 2, 3, seed=1))),
+        ("BatchNorm1d", lambda: check_module(nn.BatchNorm1d(3), _x(5, 3, seed=2))),
+        ("batch_norm", lambda: check_function(F.batch_norm_forward, F.batch_norm_backward, _batch_norm_inputs(),
+                                              names=["x", "gamma", "beta"],
+                                              title="batch_norm_forward (training, random gamma and beta)")),
+        ("batch_norm", lambda: check_function(_batch_norm_eval, F.batch_norm_backward, _batch_norm_inputs(),
+                                              names=["x", "gamma", "beta"],
+                                              title="batch_norm_forward (eval, running statistics)")),
+        ("sync_batch_norm", lambda: check_function(_sync_batch_norm_one_process, F.sync_batch_norm_backward,
+                                                   [_x(3, 4, 3, 2, seed=5) * 3 - 1, _x(4, seed=1), _x(4, seed=2)],
+                                                   names=["x", "gamma", "beta"],
+                                                   title="sync_batch_norm_forward (the arithmetic in one process)")),
+        ("MaxPool2d", lambda: check_module(nn.MaxPool2d(3, stride=2, padding=1), _x(2, 2, 7, 6))),
+        ("MaxPool2d", lambda: check_module(nn.MaxPool2d(2, stride=1, padding=1, dilation=2, ceil_mode=True),
+                                           _x(1, 2, 5, 6))),
+        ("AvgPool2d", lambda: check_module(nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True,
+                                                        count_include_pad=False), _x(2, 2, 6, 7))),
+        ("AvgPool2d", lambda: check_module(nn.AvgPool2d(2, stride=1), _x(1, 3, 4, 5))),
+        ("AdaptiveAvgPool2d", lambda: check_module(nn.AdaptiveAvgPool2d((3, 4)), _x(2, 2, 7, 6))),
+        ("AdaptiveAvgPool2d", lambda: check_module(nn.AdaptiveAvgPool2d(1), _x(2, 3, 4, 5))),
+        ("Identity", lambda: check_module(nn.Identity(), _x(2, 3))),
+        ("BasicBlock", lambda: check_module(resnet.BasicBlock(4, 4), _x(2, 4, 5, 5, seed=3),
+                                            title="BasicBlock (identity shortcut)")),
+        ("BasicBlock", lambda: check_module(resnet.BasicBlock(3, 4, 2, shortcut("B", 3, 4, 2)), _x(2, 3, 6, 6, seed=3),
+                                            title="BasicBlock (stride 2, projection shortcut B)")),
+        ("BasicBlock", lambda: check_module(resnet.BasicBlock(3, 6, 2, shortcut("A", 3, 6, 2)), _x(2, 3, 5, 5, seed=3),
+                                            title="BasicBlock (stride 2, zero-padding shortcut A)")),
+        ("BasicBlock", lambda: check_module(resnet.BasicBlock(4, 4, residual=False), _x(2, 4, 5, 5, seed=3),
+                                            title="BasicBlock (plain: no skip connection)")),
+        ("Bottleneck", lambda: check_module(resnet.Bottleneck(8, 2), _x(2, 8, 4, 4, seed=3),
+                                            title="Bottleneck (identity shortcut)")),
+        ("Bottleneck", lambda: check_module(resnet.Bottleneck(4, 4, 2, shortcut("B", 4, 16, 2), groups=2,
+                                                              base_width=32), _x(2, 4, 5, 5, seed=3),
+                                            title="Bottleneck (stride 2, groups 2, projection shortcut)")),
+        ("ShortcutA", lambda: check_module(resnet.ShortcutA(3, 6, 2), _x(2, 3, 5, 4, seed=3))),
+    ]
+
+
+# -- deliberately broken backward passes, for --demo-failure ---------------------------------------
+class ReLUIgnoringUpstream(nn.ReLU):
+    """Backward returns the mask (x > 0) itself: right only for an all-ones upstream gradient."""
+
+    def backward(self, grad_output):
+        return super().backward(np.ones_like(grad_output))
+
+
+class LinearWithMeanBias(nn.Linear):
+    """The bias gradient is the MEAN of the upstream gradient over the batch, where the sum belongs."""
+
+    def backward(self, grad_output):
+        grad_input = super().backward(grad_output)
+        self.bias.grad = self.bias.grad / len(grad_output)
+        return grad_input
+
+
+class BlockForgettingItsSkip(resnet.BasicBlock):
+    """Forward with the skip connection, backward as if there were none: the gradient that went
+    around the branch is dropped where the two paths meet at x."""
+
+    def backward(self, grad_output):
+        self.residual = False  # the plain block's backward: the branch's gradient only
+        try:
+            return super().backward(grad_output)
+        finally:
+            self.residual = True
+
+
+def broken_cases():
+    """``(what is wrong and where the table shows it, check)`` pairs."""
+    return [
+        ("ReLU whose backward ignores the upstream gradient dy (it returns the mask x > 0). The input row "
+         "fails; with dy = 1 everywhere the check would have passed, which is why dy is random.",
+         lambda: check_module(ReLUIgnoringUpstream(), _x(2, 3, 5, 4), title="ReLUIgnoringUpstream")),
+        ("Linear layer whose bias gradient is the mean over the batch instead of the sum: the bias row "
+         "fails, the other two pass; ||analytic|| is N = 4 times smaller than ||numerical||.",
+         lambda: check_module(LinearWithMeanBias(5, 3), _x(4, 5), title="LinearWithMeanBias")),
+        ("Residual block whose backward forgets the skip path: the input row fails, every parameter row "
+         "passes (their gradients depend only on the gradient at the add, not on what reaches x). "
+         "A check of the parameters alone would not notice.",
+         lambda: check_module(BlockForgettingItsSkip(4, 4), _x(2, 4, 5, 5, seed=3),
+                              title="BlockForgettingItsSkip")),
     ]

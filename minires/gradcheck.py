@@ -18,9 +18,12 @@ Two rules make the check strict:
 The relative error reported for each array is ``|a - n| / max(|a| + |n|, tiny)`` with
 Euclidean norms over the whole array; a check passes below ``tol`` (1e-6 by default).
 
-``python -m minires.gradcheck`` checks every layer and block and exits 1 on any failure.
+``python -m minires.gradcheck`` checks every layer and block and exits 1 on any failure
+(``--only NAME``: one layer or block; ``--demo-failure``: what failures look like; ``--help``).
 """
+import argparse
 import sys
+import textwrap
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -94,8 +97,9 @@ class Report:
         return self.ok
 
     def __str__(self):
-        header = f"{'gradient of':<22}{'shape':<20}{'|analytic|':>12}{'|numerical|':>13}{'max abs err':>13}{'rel err':>10}  ok"
-        rows = [f"{e.name:<22}{str(e.shape):<20}{e.analytic_norm:>12.4e}{e.numerical_norm:>13.4e}"
+        header = (f"{'gradient of':<22}{'shape':<20}{'||analytic||':>13}{'||numerical||':>14}{'max abs err':>13}"
+                  f"{'rel err':>10}  ok")
+        rows = [f"{e.name:<22}{str(e.shape):<20}{e.analytic_norm:>13.4e}{e.numerical_norm:>14.4e}"
                 f"{e.max_abs_error:>13.2e}{e.rel_error:>10.1e}  {'yes' if e.ok else 'NO'}" for e in self.entries]
         verdict = "PASS" if self.ok else "FAIL"
         return "\n".join([f"{self.title}: {verdict} (tolerance {self.tol:g})", header, *rows])
@@ -166,15 +170,60 @@ def check_module(module, x, tol=1e-6, eps=1e-6, seed=0, title=None):
     return report
 
 
-def _main():
-    from ._gradcheck_cases import all_cases
+LEGEND = """\
+How to read the tables:
+  ||a||          the Euclidean norm of an array, over all its elements
+  analytic       the gradient from the hand-written backward pass
+  numerical      central differences: [g(x + eps e_i) - g(x - eps e_i)] / (2 eps), g(x) = sum(f(x) * dy),
+                 eps = 1e-6, with a random upstream gradient dy (with dy = 1 a backward that ignores dy
+                 would pass)
+  max abs err    max_i |analytic_i - numerical_i|
+  rel err        ||analytic - numerical|| / (||analytic|| + ||numerical||), 0 when both are 0
+  ok             rel err <= the tolerance, {tol:g}
+Why float64: rounding g(x +- eps e_i) to the working precision u adds about u / eps (relative to
+the size of g) to each difference quotient. In float64, u = 1e-16: 1e-16 / 1e-6 = 1e-10, and the
+truncation error, O(eps^2) = 1e-12, is smaller still, so a right backward agrees to about 1e-9, far
+below the tolerance. In float32, u = 6e-8: the rounding alone would be about 0.06, and every check
+would look wrong."""
+
+
+def _parse_args(argv, names):
+    parser = argparse.ArgumentParser(
+        prog="python -m minires.gradcheck",
+        description="Numerical gradient checks (float64, central differences, a random upstream gradient) "
+                    "of every layer and block of minires: a table per check, exit code 1 on any failure.")
+    parser.add_argument("--only", metavar="NAME", help="check only this layer or block (case does not matter): "
+                                                       + ", ".join(names))
+    parser.add_argument("--demo-failure", action="store_true",
+                        help="show what failures look like: three deliberately broken backward passes (a ReLU "
+                             "that ignores its upstream gradient, a bias gradient averaged instead of summed, a "
+                             "residual block that forgets its skip path); exits 1, as a real failure would")
+    args = parser.parse_args(argv)
+    if args.only is not None and args.only.lower() not in {name.lower() for name in names}:
+        parser.error(f"--only: no layer or block named {args.only!r}; choose from {', '.join(names)}")
+    return args
+
+
+def _main(argv=None):
+    from ._gradcheck_cases import all_cases, broken_cases
     from .random import manual_seed
+    cases = all_cases()
+    names = list(dict.fromkeys(name for name, _ in cases))
+    args = _parse_args(argv, names)
     manual_seed(0)  # the modules' weights too: the same table on every run
-    reports = [check() for check in all_cases()]
-    for report in reports:
-        print(report, end="\n\n")
+    if args.demo_failure:
+        print("What a failing gradient check looks like: three backward passes, each with a classic mistake.\n")
+        reports = []
+        for mistake, check in broken_cases():
+            reports.append(check())
+            print(textwrap.fill(mistake, width=100) + f"\n{reports[-1]}\n")
+    else:
+        reports = [check() for name, check in cases if args.only is None or name.lower() == args.only.lower()]
+        for report in reports:
+            print(report, end="\n\n")
     failed = [r.title for r in reports if not r.ok]
-    print(f"{len(reports) - len(failed)} passed, {len(failed)} failed")
+    print(f"{len(reports) - len(failed)} passed, {len(failed)} failed\n")
+    print(LEGEND.format(tol=reports[0].tol))
     return 1 if failed else 0
 
 

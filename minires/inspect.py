@@ -24,8 +24,13 @@ add (an add copies ``g`` to both of its operands):
     input gradient     dL/dx = branch part + shortcut part      (the block's own grad_input)
 
 A plain block (``residual=False``) has no shortcut: its shortcut part is 0. Reported are the norms
-of the three, ``ratio = ||shortcut|| / ||branch||`` and ``shortcut_share = ||shortcut|| /
-(||shortcut|| + ||branch||)`` (1: the gradient goes around the branch; 0: all of it through).
+of the three and the block's
+
+    shortcut share     ||S'(x)^T g|| / (||S'(x)^T g|| + ||F'(x)^T g||)      between 0 and 1
+
+(1: all of the gradient reaching x came around the branch; 0: all of it came through the branch;
+0 for a plain block). The README, the pictures of ``demos/skip_connections.py`` and the table
+below use this one name and definition; the table's columns are named as above.
 
 Norms are Euclidean over the whole batch array, computed on the arrays' own device and returned
 as Python floats. A module called twice in one forward keeps the numbers of its last call.
@@ -75,15 +80,9 @@ class BlockStats:
                                                     # (residual blocks) "shortcut" arrays
 
     @property
-    def ratio(self):
-        """``||shortcut part|| / ||branch part||`` (inf when the branch passes nothing back)."""
-        if self.branch_norm == 0:
-            return math.inf if self.shortcut_norm > 0 else math.nan
-        return self.shortcut_norm / self.branch_norm
-
-    @property
     def shortcut_share(self):
-        """``||shortcut part|| / (||shortcut part|| + ||branch part||)``, between 0 and 1."""
+        """``||shortcut part|| / (||shortcut part|| + ||branch part||)``, between 0 and 1 (NaN when
+        no gradient reached the block)."""
         total = self.shortcut_norm + self.branch_norm
         return self.shortcut_norm / total if total > 0 else math.nan
 
@@ -189,14 +188,14 @@ class GradientFlow:
         """The records as text: one line per layer, then one line per block."""
         lines = []
         if layers:
-            lines.append(f"{'layer':<28}{'kind':<20}{'||activation||':>15}{'||dL/dout||':>13}{'||dL/din||':>13}")
+            lines.append(f"{'layer':<28}{'kind':<20}{'||y||':>15}{'||dL/dy||':>13}{'||dL/dx||':>13}")
             lines += [f"{s.name:<28}{s.kind:<20}{s.activation_norm:>15.4g}{s.grad_norm:>13.4g}"
                       f"{s.grad_input_norm:>13.4g}" for s in self.layers]
         if blocks and self._blocks:
-            lines.append(f"{'block':<28}{'shortcut':<20}{'||dL/dx||':>15}{'||shortcut||':>13}"
-                         f"{'||branch||':>13}{'ratio':>10}")
-            lines += [f"{s.name:<28}{s.shortcut:<20}{s.input_grad_norm:>15.4g}{s.shortcut_norm:>13.4g}"
-                      f"{s.branch_norm:>13.4g}{s.ratio:>10.3g}" for s in self.blocks]
+            lines.append(f"{'block':<28}{'shortcut':<20}{'||dL/dx||':>15}{'||shortcut part||':>19}"
+                         f"{'||branch part||':>17}{'shortcut share':>16}")
+            lines += [f"{s.name:<28}{s.shortcut:<20}{s.input_grad_norm:>15.4g}{s.shortcut_norm:>19.4g}"
+                      f"{s.branch_norm:>17.4g}{s.shortcut_share:>16.3f}" for s in self.blocks]
         return "\n".join(lines)
 
 

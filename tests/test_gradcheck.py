@@ -1,7 +1,7 @@
-"""The gradient checker itself: it passes right backward passes and catches wrong ones."""
-import subprocess
-import sys
+"""The gradient checker itself: it passes right backward passes and catches wrong ones.
 
+(The full ``python -m minires.gradcheck`` run is one of the README's commands: tests/test_readme.py.)
+"""
 import numpy as np
 import pytest
 
@@ -82,7 +82,37 @@ def test_relu_module_gradcheck():
     assert gradcheck.check_module(nn.ReLU(), np.random.default_rng(2).standard_normal((2, 3, 4, 5))).ok
 
 
-def test_command_line_checks_every_layer_and_passes():
-    result = subprocess.run([sys.executable, "-m", "minires.gradcheck"], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "0 failed" in result.stdout and "PASS" in result.stdout
+def test_command_line_help_names_the_options(capsys):
+    with pytest.raises(SystemExit) as stop:
+        gradcheck._main(["--help"])
+    assert stop.value.code == 0
+    out = capsys.readouterr().out
+    assert "--only NAME" in out and "--demo-failure" in out and "BasicBlock" in out
+
+
+def test_command_line_only_checks_one_layer_and_prints_the_legend(capsys):
+    assert gradcheck._main(["--only", "batchnorm2d"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("PASS (tolerance 1e-06)") == 2 and "BatchNorm2d(3" in out and "Conv2d" not in out
+    assert "2 passed, 0 failed" in out
+    legend = out[out.index("How to read the tables:"):]
+    for words in ("the Euclidean norm", "rel err        ||analytic - numerical|| / (||analytic|| + ||numerical||)",
+                  "ok             rel err <= the tolerance, 1e-06", "Why float64", "random upstream gradient"):
+        assert words in legend
+
+
+def test_command_line_refuses_an_unknown_layer(capsys):
+    with pytest.raises(SystemExit) as stop:
+        gradcheck._main(["--only", "Conv3d"])
+    assert stop.value.code == 2
+    assert "no layer or block named 'Conv3d'; choose from ReLU, Linear" in capsys.readouterr().err
+
+
+def test_demo_failure_shows_three_failing_checks_and_exits_1(capsys):
+    assert gradcheck._main(["--demo-failure"]) == 1
+    out = capsys.readouterr().out
+    assert "0 passed, 3 failed" in out and out.count(": FAIL (tolerance") == 3
+    block = out[out.index("BlockForgettingItsSkip: FAIL"):]
+    rows = block.split("\n")[2:9]
+    assert rows[0].startswith("input") and rows[0].endswith("NO")           # the input gradient is wrong ...
+    assert all(row.endswith("yes") for row in rows[1:])                     # ... the parameters' are right

@@ -37,7 +37,7 @@ def test_block_input_gradient_is_shortcut_part_plus_branch_part_exactly(xp, shor
         assert stats.input_grad_norm == array_norm(parts["input"])
         assert stats.branch_norm == array_norm(parts["branch"]) > 0
         assert stats.shortcut_norm == array_norm(parts["shortcut"]) > 0
-        assert stats.ratio == stats.shortcut_norm / stats.branch_norm
+        assert stats.shortcut_share == stats.shortcut_norm / (stats.shortcut_norm + stats.branch_norm)
         assert 0 < stats.shortcut_share < 1
         assert all(isinstance(v, float) for v in (stats.input_grad_norm, stats.branch_norm, stats.shortcut_norm))
 
@@ -58,7 +58,7 @@ def test_plain_blocks_have_no_shortcut_part():
     assert len(flow.blocks) == 4
     for stats in flow.blocks:
         assert stats.shortcut == "none" and not stats.residual
-        assert stats.shortcut_norm == 0.0 and stats.shortcut_share == 0.0 and stats.ratio == 0.0
+        assert stats.shortcut_norm == 0.0 and stats.shortcut_share == 0.0
         np.testing.assert_array_equal(stats.gradients["input"], stats.gradients["branch"])
         assert stats.input_grad_norm == stats.branch_norm > 0
 
@@ -130,6 +130,9 @@ def test_float32_model_gives_python_floats_and_a_table():
     assert len(flow.blocks) == 9
     text = flow.table()
     assert "layer3.2" in text and "ShortcutA" in text and "identity" in text
+    header = [line for line in text.splitlines() if line.startswith("block")][0]
+    assert header.split()[1:] == ["shortcut", "||dL/dx||", "||shortcut", "part||", "||branch", "part||", "shortcut",
+                                  "share"]  # the names the README and the module docstring use
 
 
 def test_runs_on_a_gpu_and_gives_numpys_numbers(gpu_xp):

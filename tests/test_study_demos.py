@@ -20,12 +20,17 @@ def test_skip_connections_smoke_run(tmp_path, capsys):
             assert len(measurement["shares"]) == (row["depth"] - 2) // 2
             if row["residual"]:
                 assert all(0 < share < 1 for share in measurement["shares"])
+                # output first: the first blocks of stages 3 and 2 (option A shortcuts) are marked
+                assert measurement["stage_entries"] == {8: [True, True, False],
+                                                        14: [False, True, False, True, False, False]}[row["depth"]]
             else:
                 assert all(share == 0 for share in measurement["shares"])
     for name in ("gradient_per_layer.png", "shortcut_share.png"):
         assert (tmp_path / name).read_bytes().startswith(PNG_MAGIC)
     out = capsys.readouterr().out
-    assert "plain-14" in out and "in/out" in out and "after 2 steps" in out
+    assert "plain-14" in out and "in/out" in out and "after 2 steps" in out and "shortcut share" in out
+    plain_line = [line for line in out.splitlines() if line.startswith("plain-14")][0]
+    assert plain_line.split()[3] == "-"  # a plain net has no shortcut: no share printed as if measured
 
 
 def test_degradation_smoke_run(tmp_path, capsys):

@@ -5,13 +5,18 @@ Each exercise is graded in three ways:
 1. Numerical gradient checks (``minires.gradcheck``): float64, a random upstream gradient,
    central differences of the student's own forward pass. This needs no reference at all.
 2. The same inputs through minires' own layer: the gradients must agree with it.
-3. Probes for the classic mistakes. Each wrong answer that students often give is computed
-   (a "known-broken variant": the skip path left out, the 1/N of a mean lost, mean and variance
-   of a batch norm treated as constants ...) and compared with the student's answer; other
-   mistakes show up as a pattern (right without overlapping windows, wrong with them: ``=``
-   instead of ``+=``; the same answer for two different upstream gradients: the upstream
-   gradient was ignored, which a check with an all-ones upstream gradient would not notice).
-   A match prints a hint that names the mistake.
+3. Probes for the mistakes (``hints.py``). Each wrong answer that students often give is computed
+   (a "known-broken variant": the skip path left out, mean and variance of a batch norm treated
+   as constants ...) and compared with the student's answer; other mistakes show up as a pattern
+   (right without overlapping windows, wrong with them: ``=`` instead of ``+=``; right up to a
+   constant factor: a mean where a sum belongs; the right gradients at the wrong places; one
+   gradient that stays the same for two different upstream gradients: dout ignored there; a
+   matrix product that raised: its operands and their shapes). A match prints a hint that names
+   the mistake; an unknown mistake gets a hint that points at the failing checks.
+
+Exercises 5 and 7 ask for a derivation; after a failed attempt the grader also prints its result.
+Exercise 7 runs on the student's own ReLU, batch norm and convolution (exercises 1, 5, 6) when
+they pass (``sheet_toolbox``), on minires' otherwise, and says which.
 
 A table per exercise shows every check with its relative error ``|a - b| / (|a| + |b|)``
 (Euclidean norms over the whole array; 0 when both are zero).
@@ -27,76 +32,13 @@ import numpy as np
 
 from .. import gradcheck, models, nn
 from ..gradcheck import relative_error
-from . import solutions
+from . import hints as mistakes, solutions
+from .hints import HINTS, MATCH_TOLERANCE
+from .layers import MINIRES_FUNCTIONS, toolbox
 from .solutions import ex6_conv2d
 
 GRADCHECK_TOLERANCE = 1e-6   # central differences in float64 agree to ~1e-9
 SAME_TOLERANCE = 1e-8        # two exact computations in float64 agree to ~1e-15
-MATCH_TOLERANCE = 1e-9       # "the student's answer IS this known-broken variant"
-
-HINTS = {
-    "ignores_upstream": (
-        "Your backward returns the same gradient for two different upstream gradients: it ignores "
-        "dout. The chain rule multiplies by it (dx = J^T dout). A check with an all-ones upstream "
-        "gradient would not have noticed -- that is why gradient checks use a random one."),
-    "relu_at_zero": (
-        "Right everywhere except where x == 0 exactly: there ReLU has no derivative, and PyTorch "
-        "(and minires) take 0. Use the mask x > 0, not x >= 0."),
-    "linear_db_not_summed": (
-        "db has the shape of dout: the bias was broadcast to all N rows in the forward pass, so its "
-        "gradient is the SUM of dout over the rows: db = dout.sum(axis=0)."),
-    "ce_forgot_mean": (
-        "Your dz is N times too large: the loss is the MEAN over the batch, so each row's gradient "
-        "p - onehot gets a factor 1/N."),
-    "ce_forgot_onehot": (
-        "Your dz is softmax * dloss / N: the derivative of -log p[t] also has the term -1 at the "
-        "target class: dz = (p - onehot(t)) * dloss / N."),
-    "ce_sign": "Your dz has the wrong sign: dz = (p - onehot(t)) * dloss / N.",
-    "pool_overlap": (
-        "Right for non-overlapping windows (k=2, s=2) but wrong for overlapping ones (k=3, s=2): an "
-        "element that belongs to several windows must receive the SUM of their gradients. Use += "
-        "on the slices of dx, never =, which overwrites what an earlier offset wrote."),
-    "pool_ties": (
-        "Right on inputs without ties, wrong with ties: when several elements of a window share "
-        "the max, send the gradient to ONE of them, the first in row-major order (as PyTorch does), "
-        "not to all of them."),
-    "bn_zero_dx": (
-        "Your dx is zero everywhere. For an all-ones upstream gradient that is the exact answer "
-        "(then L = sum(y) = sum(gamma * x_hat) + const, and x_hat sums to 0 over each channel "
-        "whatever x is), so a check with dout = ones would pass it; with a random dout it is wrong."),
-    "bn_constant_stats": (
-        "You treated the batch mean and variance as constants (dx = gamma * inv_std * dout). In "
-        "training mode they depend on every x of the channel; see the derivation in the docstring."),
-    "bn_forgot_1_over_M": (
-        "The 1/M of the means got lost: dx = inv_std / M * (M * dx_hat - sum(dx_hat) - "
-        "x_hat * sum(dx_hat * x_hat))."),
-    "bn_mean_only": (
-        "You took the mean's dependence on x into account but not the variance's: the term "
-        "- x_hat * sum(dx_hat * x_hat) is missing."),
-    "bn_var_only": (
-        "You took the variance's dependence on x into account but not the mean's: the term "
-        "- sum(dx_hat) is missing."),
-    "col2im_overlap": (
-        "col2im is right where windows do not overlap (k == s) but wrong where they do: every copy "
-        "of a pixel adds its gradient back, so accumulate with += over the kernel offsets; = "
-        "overwrites the gradients of the earlier offsets."),
-    "conv_uses_col2im": (
-        "col2im passes but dx does not: dx = col2im(dY @ W_mat, ...) with dY = dout as "
-        "(N*H_out*W_out, F) rows (dout.transpose(0, 2, 3, 1).reshape(-1, F)) and W_mat = "
-        "w.reshape(F, -1)."),
-    "block_forgot_skip": (
-        "You forgot the skip path: x is used twice (by conv1 and by the add), so dx is the SUM of "
-        "the gradient through the branch and the gradient through the shortcut, which is ds itself."),
-    "block_skip_before_relu": (
-        "The shortcut's gradient must be ds = relu_backward(dout, ...), not dout: the ReLU comes "
-        "after the add, so both paths start from the gradient at the add."),
-    "block_forgot_relu": (
-        "You skipped the backward of the final ReLU: ds = relu_backward(dout, relu2_cache) is the "
-        "gradient at the add, and it feeds both the branch and the shortcut."),
-    "unknown": (
-        "No known mistake matched. Go back to the derivation in the file's docstring; the rows above "
-        "show which gradient is wrong. Try a tiny input by hand."),
-}
 
 
 @dataclass
@@ -123,6 +65,7 @@ class Result:
     hints: list = field(default_factory=list)
     hint_keys: list = field(default_factory=list)
     message: str = ""
+    notes: list = field(default_factory=list)
 
     @property
     def passed(self):
@@ -130,14 +73,19 @@ class Result:
 
     def __str__(self):
         lines = [f"Exercise {self.number} -- {self.title} ({self.filename}): {self.status.upper()}"]
+        lines += [_wrapped("note", note) for note in self.notes]
         if self.message:
             lines.append(textwrap.indent(self.message, "  "))
         if self.rows:
             lines.append(f"  {'check':<66}{'rel. error':>11}  ok")
             lines += [f"  {row.check:<66}{row.rel_error:>11.1e}  {'yes' if row.ok else 'NO'}" for row in self.rows]
-        for hint in self.hints:
-            lines.append(textwrap.fill(hint, width=96, initial_indent="  hint: ", subsequent_indent="        "))
+        lines += [_wrapped("hint", hint) for hint in self.hints]
         return "\n".join(lines)
+
+
+def _wrapped(label, text):
+    return textwrap.fill(text, width=96, initial_indent=f"  {label}: ", subsequent_indent="        ",
+                         break_on_hyphens=False)
 
 
 class _Stop(Exception):
@@ -164,6 +112,23 @@ class Grading:
         self.expect_shape(check, got, np.shape(expected))
         return self.row(check, relative_error(got, expected))
 
+    def same_gradients(self, against, function, grads, expected, names, sizes=None):
+        """One row per gradient, ``grads`` against ``expected`` (minires' ``against``); on a
+        failure, hints for gradients at the wrong places or off by a constant factor."""
+        oks = [self.same(f"same as minires {against}: d{name}", got, reference)
+               for name, got, reference in zip(names, grads, expected)]
+        if all(oks):
+            return True
+        order = mistakes.reordering(grads, expected, SAME_TOLERANCE)
+        if order is not None:
+            self.hint("wrong_order", mistakes.order_hint(function, names, order))
+            return False
+        for ok, name, got, reference in zip(oks, names, grads, expected):
+            factor = None if ok else mistakes.constant_factor(got, reference)
+            if factor is not None:
+                self.hint("constant_factor", mistakes.factor_hint(f"d{name}", factor, sizes))
+        return False
+
     def gradcheck(self, label, forward, backward, inputs, names):
         """One row per checked input: ``check_function`` with a random upstream gradient."""
         report = gradcheck.check_function(forward, backward, inputs, names=names, tol=GRADCHECK_TOLERANCE,
@@ -171,10 +136,11 @@ class Grading:
         return all([self.row(f"{label}: d{entry.name}", entry.rel_error, GRADCHECK_TOLERANCE)
                     for entry in report.entries])
 
-    def hint(self, key):
+    def hint(self, key, text=None):
+        """Adds a hint (once per key): ``HINTS[key]``, or ``text`` for the hints made on the spot."""
         if key not in self.result.hint_keys:
             self.result.hint_keys.append(key)
-            self.result.hints.append(HINTS[key])
+            self.result.hints.append(HINTS[key] if text is None else text)
 
     def failed(self):
         return not all(row.ok for row in self.result.rows)
@@ -190,9 +156,16 @@ class Grading:
     def expect_gradients(self, function, grads, variables):
         """``grads`` (tuple) has one array per ``(name, array)`` in ``variables``, each of its shape."""
         grads = grads if isinstance(grads, tuple) else (grads,)
+        names = [name for name, _ in variables]
         if len(grads) != len(variables):
             self.stop(f"{function} returned {len(grads)} value(s), expected {len(variables)}: "
-                      + ", ".join(f"d{name}" for name, _ in variables))
+                      + ", ".join(f"d{name}" for name in names))
+        if all(grad is not None for grad in grads):
+            order = mistakes.shape_order_hint(function, [np.shape(g) for g in grads], names,
+                                              [np.shape(value) for _, value in variables])
+            if order is not None:
+                self.hint("wrong_order", order)
+                self.stop(order)
         for grad, (name, value) in zip(grads, variables):
             self.expect_shape(f"d{name} from {function}", grad, np.shape(value))
         return grads
@@ -201,19 +174,21 @@ class Grading:
         self.result.message = message
         raise _Stop(message)
 
-    def probe_upstream(self, forward, backward, inputs, upstream_shape):
-        """Hint when the backward gives the same (nonzero) answer for two random upstream gradients."""
+    def probe_upstream(self, forward, backward, inputs, upstream_shape, names):
+        """Hints when the backward gives the same (nonzero) gradient for two random upstream
+        gradients: for all of its outputs (dout ignored), or for some of them only."""
         answers = []
         for _ in range(2):
             _, cache = forward(*inputs)
             grads = backward(self.rng.standard_normal(upstream_shape) + 0.5, cache)
             answers.append(grads if isinstance(grads, tuple) else (grads,))
-        first, second = answers
-        same = all(a is None and b is None or (a is not None and b is not None and np.array_equal(a, b))
-                   for a, b in zip(first, second))
-        nonzero = any(a is not None and np.any(a) for a in first)
-        if same and nonzero:
+        unchanged = [a is not None and b is not None and np.any(a) and np.array_equal(a, b) for a, b in zip(*answers)]
+        if all(unchanged):
             self.hint("ignores_upstream")
+        elif any(unchanged):
+            self.hint("ignores_upstream_in_one", mistakes.upstream_in_one_hint(
+                [f"d{n}" for n, same in zip(names, unchanged) if same],
+                [f"d{n}" for n, same, a in zip(names, unchanged, answers[0]) if not same and a is not None]))
 
 
 def matches(got, variant):
@@ -223,6 +198,14 @@ def matches(got, variant):
 
 def _double(module):
     return module.to(dtype=np.float64)
+
+
+def _minires_gradients(module, x, dout, parameter_names):
+    """minires' ``module`` in float64 on ``x``: its input gradient, then the named parameters' gradients."""
+    module(x)
+    dx = module.backward(dout)
+    parameters = dict(module.named_parameters())
+    return [dx] + [parameters[name].grad for name in parameter_names]
 
 
 # -- 1. ReLU ---------------------------------------------------------------------------------------
@@ -238,25 +221,25 @@ def grade_relu(m, g):
         away_from_zero = with_zeros != 0
         if np.allclose(got[away_from_zero], expected[away_from_zero], rtol=1e-12, atol=0):
             g.hint("relu_at_zero")
-    g.probe_upstream(m.relu_forward, m.relu_backward, [x], x.shape)
+    g.probe_upstream(m.relu_forward, m.relu_backward, [x], x.shape, ["x"])
 
 
 # -- 2. Linear -------------------------------------------------------------------------------------
 def grade_linear(m, g):
-    x, w, b = g.normal(2, 3), g.normal(4, 3), g.normal(4)
-    dout = g.normal(2, 4)
+    N, D, M = 5, 3, 4   # distinct sizes: a factor of N, or a shape mix-up, shows which size it is
+    x, w, b = g.normal(N, D), g.normal(M, D), g.normal(M)
+    dout = g.normal(N, M)
     grads = m.linear_backward(dout, m.linear_forward(x, w, b)[1])
     if isinstance(grads, tuple) and len(grads) == 3 and np.shape(grads[2]) == dout.shape:
         g.hint("linear_db_not_summed")
-    g.expect_gradients("linear_backward", grads, [("x", x), ("w", w), ("b", b)])
-    g.gradcheck("gradient check", m.linear_forward, m.linear_backward, [x, w, b], ["x", "w", "b"])
-    layer = _double(nn.Linear(3, 4))
+    names = ["x", "w", "b"]
+    g.expect_gradients("linear_backward", grads, list(zip(names, (x, w, b))))
+    g.gradcheck("gradient check", m.linear_forward, m.linear_backward, [x, w, b], names)
+    layer = _double(nn.Linear(D, M))
     layer.weight.data[...], layer.bias.data[...] = w, b
-    layer(x)
-    dx = layer.backward(dout)
-    for name, got, expected in zip(("dx", "dw", "db"), grads, (dx, layer.weight.grad, layer.bias.grad)):
-        g.same(f"same as minires Linear: {name}", got, expected)
-    g.probe_upstream(m.linear_forward, m.linear_backward, [x, w, b], dout.shape)
+    g.same_gradients("Linear", "linear_backward", grads, _minires_gradients(layer, x, dout, ["weight", "bias"]),
+                     names, sizes={"N": (N, "the batch size")})
+    g.probe_upstream(m.linear_forward, m.linear_backward, [x, w, b], dout.shape, names)
 
 
 # -- 3. softmax cross-entropy ----------------------------------------------------------------------
@@ -269,16 +252,16 @@ def grade_softmax_cross_entropy(m, g):
     g.row("loss same as minires cross_entropy_forward", relative_error(forward(z)[0], loss))
     for dloss in (1.0, 0.37):
         got = g.expect_gradients("softmax_cross_entropy_backward", backward(np.asarray(dloss), forward(z)[1]),
-                                 [("z", z)])[0]
+                                 [("z", z)])
         expected = nn.functional.cross_entropy_backward(np.asarray(dloss), cache)
-        if not g.same(f"dz same as minires cross_entropy_backward, dloss = {dloss}", got, expected):
-            probs = cache.probs
-            for key, variant in (("ce_forgot_mean", expected * len(t)), ("ce_forgot_onehot", probs * dloss / len(t)),
-                                 ("ce_sign", -expected)):
-                if matches(got, variant):
-                    g.hint(key)
+        # a factor at dloss = 0.37 only is dloss ignored: probe_upstream names that
+        sizes = {"N": (len(t), "the batch size")} if dloss == 1.0 else None
+        if not g.same_gradients(f"cross_entropy_backward, dloss = {dloss}", "softmax_cross_entropy_backward",
+                                got, [expected], ["z"], sizes) and sizes:
+            if matches(got[0], cache.probs * dloss / len(t)):
+                g.hint("ce_forgot_onehot")
     g.gradcheck("gradient check", forward, backward, [z], ["z"])
-    g.probe_upstream(forward, backward, [z], ())
+    g.probe_upstream(forward, backward, [z], (), ["z"])
 
 
 # -- 4. max pooling --------------------------------------------------------------------------------
@@ -301,7 +284,7 @@ def grade_max_pool(m, g):
     got = m.max_pool_backward(dout, m.max_pool_forward(ties, 3, 2)[1])
     if not g.same("same as minires MaxPool2d, k=3 s=2, input with ties", got, pool.backward(dout)) and overlap_ok:
         g.hint("pool_ties")
-    g.probe_upstream(m.max_pool_forward, m.max_pool_backward, [overlap, 3, 2], dout.shape)
+    g.probe_upstream(m.max_pool_forward, m.max_pool_backward, [overlap, 3, 2], dout.shape, ["x"])
 
 
 # -- 5. batch norm ---------------------------------------------------------------------------------
@@ -322,24 +305,22 @@ def _batch_norm_variants(x_hat, gamma, inv_std, dout):
 def grade_batch_norm(m, g):
     x, gamma, beta = 2 + 3 * g.normal(4, 3, 2, 3), 1 + g.normal(3), g.normal(3)
     dout = g.normal(*x.shape)
+    names = ["x", "gamma", "beta"]
     grads = g.expect_gradients("batch_norm_backward", m.batch_norm_backward(dout, m.batch_norm_forward(x, gamma, beta)[1]),
-                               [("x", x), ("gamma", gamma), ("beta", beta)])
-    g.gradcheck("gradient check", m.batch_norm_forward, m.batch_norm_backward, [x, gamma, beta],
-                ["x", "gamma", "beta"])
+                               list(zip(names, (x, gamma, beta))))
+    g.gradcheck("gradient check", m.batch_norm_forward, m.batch_norm_backward, [x, gamma, beta], names)
     layer = _double(nn.BatchNorm2d(3))
     layer.weight.data[...], layer.bias.data[...] = gamma, beta
-    layer(x)
-    dx = layer.backward(dout)
-    expected = (dx, layer.weight.grad, layer.bias.grad)
-    for name, got, reference in zip(("dx", "dgamma", "dbeta"), grads, expected):
-        g.same(f"same as minires BatchNorm2d (training mode): {name}", got, reference)
+    g.same_gradients("BatchNorm2d (training mode)", "batch_norm_backward", grads,
+                     _minires_gradients(layer, x, dout, ["weight", "bias"]), names,
+                     sizes={"M": (x.size // 3, "the values per channel, N*H*W"), "N": (len(x), "the batch size")})
     if not np.any(grads[0]):
         g.hint("bn_zero_dx")
     _, (x_hat, _, inv_std) = m.batch_norm_forward(x, gamma, beta)
     for key, variant in _batch_norm_variants(x_hat, gamma, inv_std, dout).items():
         if matches(grads[0], variant):
             g.hint(key)
-    g.probe_upstream(m.batch_norm_forward, m.batch_norm_backward, [x, gamma, beta], x.shape)
+    g.probe_upstream(m.batch_norm_forward, m.batch_norm_backward, [x, gamma, beta], x.shape, names)
 
 
 # -- 6. col2im and conv2d --------------------------------------------------------------------------
@@ -369,80 +350,105 @@ def grade_conv2d(m, g):
 
     x, w, b = g.normal(2, 3, 5, 5), 0.5 * g.normal(4, 3, 3, 3), g.normal(4)
     dout = g.normal(2, 4, 3, 3)
+    names = ["x", "w", "b"]
     grads = g.expect_gradients("conv2d_backward", m.conv2d_backward(dout, m.conv2d_forward(x, w, b, 2, 1)[1]),
-                               [("x", x), ("w", w), ("b", b)])
+                               list(zip(names, (x, w, b))))
     conv_ok = g.gradcheck("conv2d gradient check, k=3 s=2 p=1", m.conv2d_forward, m.conv2d_backward,
-                          [x, w, b, 2, 1], ["x", "w", "b", "stride", "padding"])
+                          [x, w, b, 2, 1], [*names, "stride", "padding"])
     layer = _double(nn.Conv2d(3, 4, 3, stride=2, padding=1))
     layer.weight.data[...], layer.bias.data[...] = w, b
-    layer(x)
-    expected = (layer.backward(dout), layer.weight.grad, layer.bias.grad)
-    for name, got, reference in zip(("dx", "dw", "db"), grads, expected):
-        conv_ok &= g.same(f"conv2d same as minires Conv2d(3, 4, 3, stride=2, padding=1): {name}", got, reference)
+    conv_ok &= g.same_gradients("Conv2d(3, 4, 3, stride=2, padding=1)", "conv2d_backward", grads,
+                                _minires_gradients(layer, x, dout, ["weight", "bias"]), names,
+                                sizes={"R": (dout[:, 0].size, "the rows of dY, N*H_out*W_out"),
+                                       "N": (len(x), "the batch size")})
     if all(adjoint_ok.values()) and not conv_ok:
         g.hint("conv_uses_col2im")
-    g.probe_upstream(m.conv2d_forward, m.conv2d_backward, [x, w, b, 2, 1], dout.shape)
+    g.probe_upstream(m.conv2d_forward, m.conv2d_backward, [x, w, b, 2, 1], dout.shape, names)
 
 
 # -- 7. residual block -----------------------------------------------------------------------------
-_BLOCK_PARAMETERS = ("w1", "gamma1", "beta1", "w2", "gamma2", "beta2")
-_BLOCK_STATE_KEYS = ("conv1.weight", "bn1.weight", "bn1.bias", "conv2.weight", "bn2.weight", "bn2.bias")
+_BRANCH_PARAMETERS = {"w1": "conv1.weight", "gamma1": "bn1.weight", "beta1": "bn1.bias",
+                      "w2": "conv2.weight", "gamma2": "bn2.weight", "beta2": "bn2.bias"}
+_PROJECTION_PARAMETERS = {"w_s": "downsample.0.weight", "gamma_s": "downsample.1.weight",
+                          "beta_s": "downsample.1.bias"}
 
 
-def _block_variants(forward, dout):
-    """dx of the block as the usual mistakes compute it, per hint key.
+def _block_parameters(g, c_in, c_out, projection):
+    """Random weights for a block: conv weights (0.5 N(0, 1)), gammas near 1, betas near 0."""
+    def conv(c_out, c_in, k):
+        return 0.5 * g.normal(c_out, c_in, k, k)
 
-    ``forward()`` runs the reference forward pass and returns its cache: each backward needs a
-    fresh one (minires' conv2d_backward reuses the im2col buffer of its cache).
+    def bn():
+        return [1 + 0.3 * g.normal(c_out), 0.3 * g.normal(c_out)]
+
+    parameters = [conv(c_out, c_in, 3), *bn(), conv(c_out, c_out, 3), *bn()]
+    return parameters + ([conv(c_out, c_in, 1), *bn()] if projection else [])
+
+
+def _block_variants(reference, x, parameters, dout, projection):
+    """dx of the block as the usual mistakes compute it, per hint key, from the reference solution.
+
+    Each variant runs the reference forward pass afresh: a backward consumes its forward's cache.
     """
     F = nn.functional
 
-    def through_branch(grad):
-        conv1_cache, bn1_cache, relu1_cache, conv2_cache, bn2_cache, _ = forward()
-        grad = F.conv2d_backward(F.batch_norm_backward(grad, bn2_cache)[0], conv2_cache)[0]
-        grad = F.batch_norm_backward(F.relu_backward(grad, relu1_cache), bn1_cache)[0]
-        return F.conv2d_backward(grad, conv1_cache)[0]
+    def pieces():
+        if projection:
+            branch_cache, conv_s_cache, bn_s_cache, relu2_cache = reference.projection_block_forward(x, *parameters)[1]
+        else:
+            (branch_cache, relu2_cache), conv_s_cache = reference.basic_block_forward(x, *parameters)[1], None
+        return branch_cache, conv_s_cache, F.relu_backward(dout, relu2_cache)
 
-    ds = F.relu_backward(dout, forward()[-1])
-    return {
-        "block_forgot_skip": through_branch(ds),
-        "block_skip_before_relu": through_branch(ds) + dout,
-        "block_forgot_relu": through_branch(dout) + dout,
-    }
+    def through_branch(grad=None):
+        branch_cache, _, ds = pieces()
+        return reference.branch_backward(ds if grad is None else grad, branch_cache)[0]
+
+    if projection:
+        _, conv_s_cache, ds = pieces()
+        return {"block_forgot_skip": through_branch(),
+                "projection_forgot_bn": through_branch() + F.conv2d_backward(ds, conv_s_cache)[0]}
+    return {"block_forgot_skip": through_branch(),
+            "block_skip_before_relu": through_branch() + dout,
+            "block_forgot_relu": through_branch(dout) + dout}
+
+
+def _grade_block(m, g, projection):
+    kind, c_in, c_out, stride = ("projection", 2, 3, 2) if projection else ("identity", 3, 3, 1)
+    forward, backward = ((m.projection_block_forward, m.projection_block_backward) if projection
+                         else (m.basic_block_forward, m.basic_block_backward))
+    function = backward.__name__
+    state_keys = {**_BRANCH_PARAMETERS, **(_PROJECTION_PARAMETERS if projection else {})}
+    names = ["x", *state_keys]
+    x = g.normal(2, c_in, 4, 4)
+    parameters = _block_parameters(g, c_in, c_out, projection)
+    dout = g.normal(2, c_out, 4 // stride, 4 // stride)
+    grads = g.expect_gradients(function, backward(dout, forward(x, *parameters)[1]),
+                               list(zip(names, [x, *parameters])))
+    g.gradcheck(f"{kind} block, gradient check", forward, backward, [x, *parameters], names)
+    shortcut = models.resnet.make_shortcut("B", c_in, c_out, stride) if projection else None
+    block = _double(models.BasicBlock(c_in, c_out, stride, shortcut))
+    block.load_state_dict(dict(zip(state_keys.values(), parameters)), strict=False)
+    g.same_gradients(f"BasicBlock ({kind} shortcut)", function, grads,
+                     _minires_gradients(block, x, dout, list(state_keys.values())), names)
+    reference = importlib.import_module(f"{solutions.__name__}.ex7_residual_block")
+    for key, variant in _block_variants(reference, x, parameters, dout, projection).items():
+        if matches(grads[0], variant):
+            g.hint(key)
+    g.probe_upstream(forward, backward, [x, *parameters], dout.shape, names)
 
 
 def grade_residual_block(m, g):
-    C = 3
-    x = g.normal(2, C, 4, 4)
-    parameters = [0.5 * g.normal(C, C, 3, 3), 1 + 0.3 * g.normal(C), 0.3 * g.normal(C),
-                  0.5 * g.normal(C, C, 3, 3), 1 + 0.3 * g.normal(C), 0.3 * g.normal(C)]
-    dout = g.normal(*x.shape)
-    _, cache = m.basic_block_forward(x, *parameters)
-    grads = g.expect_gradients("basic_block_backward", m.basic_block_backward(dout, cache),
-                               [("x", x), *zip(_BLOCK_PARAMETERS, parameters)])
-    g.gradcheck("gradient check", m.basic_block_forward, m.basic_block_backward, [x, *parameters],
-                ["x", *_BLOCK_PARAMETERS])
-    block = _double(models.BasicBlock(C, C))
-    block.load_state_dict(dict(zip(_BLOCK_STATE_KEYS, parameters)), strict=False)
-    block(x)
-    dx = block.backward(dout)
-    state = dict(block.named_parameters())
-    expected = [dx] + [state[key].grad for key in _BLOCK_STATE_KEYS]
-    for name, got, reference in zip(("x", *_BLOCK_PARAMETERS), grads, expected):
-        g.same(f"same as minires BasicBlock: d{name}", got, reference)
-    reference = importlib.import_module(f"{solutions.__name__}.ex7_residual_block")
-    for key, variant in _block_variants(lambda: reference.basic_block_forward(x, *parameters)[1], dout).items():
-        if matches(grads[0], variant):
-            g.hint(key)
-    g.probe_upstream(m.basic_block_forward, m.basic_block_backward, [x, *parameters], x.shape)
+    _grade_block(m, g, projection=False)
+    _grade_block(m, g, projection=True)
 
 
 @dataclass(frozen=True)
 class Exercise:
     number: int
     title: str
-    name: str          # the file is name + ".py", the reference solutions.<name>
-    grade: object      # grade(module, grading)
+    name: str                  # the file is name + ".py", the reference solutions.<name>
+    grade: object              # grade(module, grading)
+    derivation: str = None     # key of the hint with the derivation, shown after a failed attempt
 
 
 EXERCISES = [
@@ -450,10 +456,11 @@ EXERCISES = [
     Exercise(2, "linear layer", "ex2_linear", grade_linear),
     Exercise(3, "softmax cross-entropy", "ex3_softmax_cross_entropy", grade_softmax_cross_entropy),
     Exercise(4, "max pooling", "ex4_max_pool", grade_max_pool),
-    Exercise(5, "batch norm", "ex5_batch_norm", grade_batch_norm),
+    Exercise(5, "batch norm", "ex5_batch_norm", grade_batch_norm, derivation="bn_derivation"),
     Exercise(6, "col2im and conv2d", "ex6_conv2d", grade_conv2d),
-    Exercise(7, "residual block", "ex7_residual_block", grade_residual_block),
+    Exercise(7, "residual block", "ex7_residual_block", grade_residual_block, derivation="block_derivation"),
 ]
+BLOCK_LAYERS = ("ex1_relu", "ex5_batch_norm", "ex6_conv2d")   # exercise 7 runs on these
 
 
 def _where_it_failed(error):
@@ -472,7 +479,6 @@ def grade_module(exercise, module, seed=0):
         exercise.grade(module, grading)
     except _Stop:
         result.status = "fail"
-        return result
     except NotImplementedError as error:
         result.status = "not finished" if result.rows else "not started"
         result.message = str(error) or "raise NotImplementedError is still there"
@@ -480,11 +486,16 @@ def grade_module(exercise, module, seed=0):
     except Exception as error:  # the student's code raised: show where and what
         result.status = "error"
         result.message = f"{type(error).__name__}: {error}\n  ({_where_it_failed(error)})"
-        return result
-    if grading.failed():
-        result.status = "fail"
-        if not result.hints:
-            grading.hint("unknown")
+        matmul = mistakes.matmul_hint(error)
+        if matmul is not None:
+            grading.hint("matmul_shapes", matmul)
+    else:
+        if grading.failed():
+            result.status = "fail"
+            if not result.hints:
+                grading.hint("unknown", mistakes.unknown_hint([row.check for row in result.rows if not row.ok]))
+    if exercise.derivation and result.status in ("fail", "error"):
+        grading.hint(exercise.derivation)
     return result
 
 
@@ -496,25 +507,60 @@ def load_file(path):
     return module
 
 
-def grade_directory(directory, names=None):
-    """Grade the sheet in ``directory``: all exercises, or those whose number or name is in ``names``."""
-    results = []
-    for exercise in select(names):
-        path = Path(directory) / f"{exercise.name}.py"
-        result = Result(exercise.number, exercise.title, path.name)
-        if not path.exists():
-            result.status, result.message = "missing", f"{path} does not exist (python -m minires.exercises start DIR)"
-            results.append(result)
-            continue
+def _grade_file(directory, exercise, graded):
+    """``(result, module)`` of ``exercise`` in ``directory`` (module None when it did not load),
+    graded once: ``graded`` keeps what was graded already, by exercise name."""
+    if exercise.name in graded:
+        return graded[exercise.name]
+    path = Path(directory) / f"{exercise.name}.py"
+    result, module = Result(exercise.number, exercise.title, path.name), None
+    if not path.exists():
+        result.status, result.message = "missing", f"{path} does not exist (python -m minires.exercises start DIR)"
+    else:
         try:
             module = load_file(path)
         except Exception as error:
             result.status = "error"
             result.message = f"could not import {path.name}: {type(error).__name__}: {error}"
-            results.append(result)
-            continue
-        results.append(grade_module(exercise, module))
-    return results
+    if module is not None:
+        notes = []
+        if exercise.name == "ex7_residual_block":
+            module.layers, note = sheet_toolbox(directory, BLOCK_LAYERS, graded)
+            notes.append(note)
+        result = grade_module(exercise, module)
+        result.notes += notes
+    graded[exercise.name] = result, module
+    return result, module
+
+
+def sheet_toolbox(directory, names=tuple(MINIRES_FUNCTIONS), graded=None):
+    """The layers of the sheet in ``directory`` (``layers.toolbox``): the student's where the exercise
+    passes, minires' where it does not; and a note that says which is which.
+
+    ``names``: the layer exercises to take (default: all six); ``graded`` (by exercise name,
+    ``(result, module)``) avoids grading an exercise twice.
+    """
+    graded = {} if graded is None else graded
+    yours, instead = {}, []
+    for exercise in select(names):
+        result, module = _grade_file(directory, exercise, graded)
+        if result.passed:
+            yours[exercise.name] = module
+        else:
+            instead.append(f"{exercise.title} ({result.filename}: {result.status})")
+    used = [f"{e.title} ({e.name}.py)" for e in select(names) if e.name in yours]
+    note = "built from " + (f"your {mistakes.listing(used)}" if used else "minires' layers only")
+    if instead:
+        note += (f"; minires' in place of your {mistakes.listing(instead)}, which "
+                 + ("does" if len(instead) == 1 else "do") + " not pass yet")
+    return toolbox(yours), note + "."
+
+
+
+def grade_directory(directory, names=None):
+    """Grade the sheet in ``directory``: all exercises, or those whose number or name is in ``names``."""
+    graded = {}
+    return [_grade_file(directory, exercise, graded)[0] for exercise in select(names)]
 
 
 def select(names=None):

@@ -18,20 +18,28 @@ README = """\
 # Gradient-check exercises (minires)
 
 Seven backward passes to write, from a ReLU to a residual block. Each file holds the forward
-pass (given), the formula to derive, the shapes, hints, and the functions to complete: replace
-each `raise NotImplementedError(...)` by your code. NumPy only; no loops over pixels or samples.
+pass (given), what to derive, the shapes, hints, and the functions to complete: replace each
+`raise NotImplementedError(...)` by your code. NumPy only; no loops over pixels or samples.
 
 {exercises}
 
-Check your work at any time (all exercises, or some by number):
+Exercise 7 builds its residual block from YOUR ReLU, batch norm and convolution (exercises 1, 5
+and 6) as soon as they pass; until then it uses minires' and says so.
 
-    python -m minires.exercises check {directory}
+Check your work at any time (all exercises, or some by number), from inside this folder
+
+    python -m minires.exercises check
+    python -m minires.exercises check 4 5
+
+or from anywhere else
+
     python -m minires.exercises check {directory} 4 5
 
 Each exercise is graded by numerical gradient checks (central differences in float64, with a
 *random* upstream gradient), by comparison with minires' own layers on the same inputs, and by
-probes for the usual mistakes, which print a hint. The exit code is 0 when every chosen exercise
-passes.
+probes for the usual mistakes, which print a hint. Exercises 5 and 7 ask you to derive the
+gradient on paper first; after a failed attempt the grader shows the derivation's result. The
+exit code is 0 when every chosen exercise passes.
 """
 
 

@@ -9,15 +9,21 @@ Forward, for x of shape (N, C, H, W). Each channel c is normalised over its M = 
     x_hat   = (x - mu) * inv_std
     y       = gamma * x_hat + beta          gamma, beta: (C,), one per channel
 
-To derive, given dout = dL/dy:
+To derive, given dout = dL/dy (on paper first; the grader shows the result after a failed
+attempt):
 
-  * dbeta  = sum(dout)             and      dgamma = sum(dout * x_hat)     (both (C,))
-  * dx_hat = gamma * dout
-  * The hard part: mu and var are functions of EVERY x of the channel. Derive
-        d mu / d x_i  = 1/M,         d var / d x_i = 2 (x_i - mu) / M,
-        d x_hat_j / d x_i = inv_std * (delta_ij - 1/M - x_hat_i * x_hat_j / M)
-    and contract with dx_hat_j; it simplifies to
-        dx = inv_std / M * (M * dx_hat - sum(dx_hat) - x_hat * sum(dx_hat * x_hat))
+  * dbeta and dgamma: beta and gamma[c] touch every y of channel c. Which sums do you get?
+  * dx_hat = dL/dx_hat: one line.
+  * The hard part: mu and var are functions of EVERY x of the channel, so x_hat_j depends on
+    every x_i, not only on x_j. Derive, one after the other,
+        d mu / d x_i                  (you should find 1/M)
+        d var / d x_i                 (2 (x_i - mu) / M: the term through mu vanishes. Why?)
+        d x_hat_j / d x_i             (product rule on (x_j - mu) * inv_std; delta_ij for i == j)
+    then contract: dx_i = sum_j dx_hat_j * d x_hat_j / d x_i, and write the result with two
+    per-channel sums, sum(dx_hat) and sum(dx_hat * x_hat), and no loop.
+  * Check your formula before you code it: shifting all x of a channel by a constant, or
+    scaling them, does not change x_hat. So over each channel sum(dx) = 0 and, up to the eps
+    in inv_std, sum(dx * x_hat) = 0 must hold. Do they, with your formula?
 
 Shapes: x, dout, dx (N, C, H, W); gamma, beta, dgamma, dbeta (C,).
 

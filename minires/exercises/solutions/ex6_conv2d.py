@@ -23,7 +23,8 @@ To derive, given dout = dL/dy of shape (N, F, H_out, W_out):
         sum(im2col(x) * c) == sum(x * col2im(c))          (the grader checks exactly this)
   3. Finally cut the padding off: dx = dx_pad[:, :, p:p+H, p:p+W].
 
-Shapes: x, dx (N, C, H, W); w, dw (F, C, k, k); b, db (F,); y, dout (N, F, H_out, W_out);
+Shapes: x, dx (N, C, H, W); w, dw (F, C, k, k); b, db (F,) (b may be None: no bias, as in
+        exercise 7; return db all the same); y, dout (N, F, H_out, W_out);
         cols, dcols (N*H_out*W_out, C*k*k).
 
 Hints:
@@ -76,12 +77,14 @@ def col2im(cols, x_shape, kernel_size, stride, padding):
 
 
 def conv2d_forward(x, w, b, stride=1, padding=0):
-    """Returns ``(y, cache)`` with ``cache = (x.shape, cols, w, stride, padding)``."""
+    """Returns ``(y, cache)`` with ``cache = (x.shape, cols, w, stride, padding)``; ``b=None``: no bias."""
     N, _, H, W = x.shape
     F, _, k, _ = w.shape
     H_out, W_out = conv_output_size(H, k, stride, padding), conv_output_size(W, k, stride, padding)
     cols = im2col(x, k, stride, padding)
-    Y = cols @ w.reshape(F, -1).T + b
+    Y = cols @ w.reshape(F, -1).T
+    if b is not None:
+        Y = Y + b
     y = Y.reshape(N, H_out, W_out, F).transpose(0, 3, 1, 2)
     return y, (x.shape, cols, w, stride, padding)
 

@@ -24,6 +24,7 @@ bn2[, conv3, bn3], downsample``), so ``state_dict()`` keys are exactly torchvisi
 from .. import nn
 from ..backend import get_array_module, is_channels_last
 from ..nn import init
+from .weights import find_weights
 
 
 def conv3x3(in_planes, out_planes, stride=1, groups=1):
@@ -298,30 +299,39 @@ def resnet18_cifar(num_classes=10, zero_init_residual=False, residual=True, widt
                   widths=(width, 2 * width, 4 * width, 8 * width), stem="cifar")
 
 
-def cifar_resnet(depth, num_classes=10, shortcut="A", residual=True, width=16, zero_init_residual=False):
-    """He et al.'s CIFAR ResNet of depth 6n+2: three stages of n BasicBlocks, 16/32/64 channels."""
+def cifar_resnet(depth, num_classes=10, shortcut="A", residual=True, width=16, zero_init_residual=False,
+                 weights=None):
+    """He et al.'s CIFAR ResNet of depth 6n+2: three stages of n BasicBlocks, 16/32/64 channels.
+
+    ``weights="cifar10"`` loads the trained weights that ship with minires (ResNet-20/56 and their
+    plain twins; see ``minires.models.weights``); the other arguments must be the ones they were
+    trained with.
+    """
     if (depth - 2) % 6 != 0 or depth < 8:
         raise ValueError(f"cifar_resnet: depth must be 6n+2 (20, 32, 44, 56, 110, ...), got {depth}")
+    trained = None if weights is None else find_weights(weights, depth, residual, num_classes=num_classes,
+                                                        shortcut=shortcut, width=width)
     n = (depth - 2) // 6
-    return ResNet(BasicBlock, [n, n, n], num_classes, zero_init_residual, residual=residual,
-                  widths=(width, 2 * width, 4 * width), stem="cifar", shortcut=shortcut)
+    model = ResNet(BasicBlock, [n, n, n], num_classes, zero_init_residual, residual=residual,
+                   widths=(width, 2 * width, 4 * width), stem="cifar", shortcut=shortcut)
+    return model if trained is None else trained.load_into(model)
 
 
-def resnet20(num_classes=10, shortcut="A", residual=True, width=16):
-    return cifar_resnet(20, num_classes, shortcut, residual, width)
+def resnet20(num_classes=10, shortcut="A", residual=True, width=16, weights=None):
+    return cifar_resnet(20, num_classes, shortcut, residual, width, weights=weights)
 
 
-def resnet32(num_classes=10, shortcut="A", residual=True, width=16):
-    return cifar_resnet(32, num_classes, shortcut, residual, width)
+def resnet32(num_classes=10, shortcut="A", residual=True, width=16, weights=None):
+    return cifar_resnet(32, num_classes, shortcut, residual, width, weights=weights)
 
 
-def resnet44(num_classes=10, shortcut="A", residual=True, width=16):
-    return cifar_resnet(44, num_classes, shortcut, residual, width)
+def resnet44(num_classes=10, shortcut="A", residual=True, width=16, weights=None):
+    return cifar_resnet(44, num_classes, shortcut, residual, width, weights=weights)
 
 
-def resnet56(num_classes=10, shortcut="A", residual=True, width=16):
-    return cifar_resnet(56, num_classes, shortcut, residual, width)
+def resnet56(num_classes=10, shortcut="A", residual=True, width=16, weights=None):
+    return cifar_resnet(56, num_classes, shortcut, residual, width, weights=weights)
 
 
-def resnet110(num_classes=10, shortcut="A", residual=True, width=16):
-    return cifar_resnet(110, num_classes, shortcut, residual, width)
+def resnet110(num_classes=10, shortcut="A", residual=True, width=16, weights=None):
+    return cifar_resnet(110, num_classes, shortcut, residual, width, weights=weights)

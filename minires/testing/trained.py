@@ -1,11 +1,25 @@
 """Stand-ins for trained networks, for tests that must not need the shipped weights.
 
+- ``randomise_batch_norms(model, rng)``: running statistics and affine parameters away from their
+  initial 0 and 1, as a trained network's are (an untrained net in eval mode hides mistakes).
 - ``write_untrained_weights(folder)``: weights files of untrained networks (real architectures) in
   the shipped format; point ``minires.models.weights.WEIGHTS_DIR`` at ``folder``.
 """
 import minires
-from minires import models
+from minires import models, nn
 from minires.models import weights
+
+
+def randomise_batch_norms(model, rng):
+    """Every ``BatchNorm2d`` of ``model`` given random running statistics, scales and shifts."""
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            c = module.num_features
+            module.running_mean[...] = rng.normal(0, 0.3, c)
+            module.running_var[...] = rng.uniform(0.5, 2.0, c)
+            module.weight.data[...] = rng.uniform(0.5, 1.5, c)
+            module.bias.data[...] = rng.normal(0, 0.3, c)
+    return model
 
 
 def untrained_metadata(name, depth, residual, width=16):

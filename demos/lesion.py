@@ -1,7 +1,7 @@
 """Delete blocks of a trained network at test time (Veit, Wilber, Belongie 2016, Sec. 4).
 
     python demos/lesion.py --quick        # ResNet-20 and plain-20 on 1,000 test images, ~3 minutes on 2 cores
-    python demos/lesion.py                # ResNet-20/56 and plain-20/56 on all 10,000 test images
+    python demos/lesion.py                # ResNet-20/56 and plain-20/56 on 2,000 test images, 4 draws per k
     python demos/lesion.py --quick --synthetic   # stand-in images, no CIFAR-10 needed (errors meaningless)
 
 Uses the trained weights that ship with minires (``models.resnet20(weights="cifar10")`` and the
@@ -34,7 +34,7 @@ from minires.study.lesion import lesion_study
 
 PRESETS = {
     "quick": {"nets": ["resnet20", "plain20"], "test_size": 1000, "draws": 3},
-    "full": {"nets": ["resnet20", "plain20", "resnet56", "plain56"], "test_size": 10000, "draws": 5},
+    "full": {"nets": ["resnet20", "plain20", "resnet56", "plain56"], "test_size": 2000, "draws": 4},
 }
 COLOURS = {"resnet20": "tab:blue", "plain20": "tab:orange", "resnet56": "tab:green", "plain56": "tab:red"}
 
@@ -84,7 +84,8 @@ def table(results):
     head = f"{'':<18}" + "".join(f"{name:>11}" for name in names)
     by_block = [{row["block"]: row for row in r["single"]} for r in results]
     blocks = list(dict.fromkeys(block for rows in by_block for block in rows))
-    lines = ["test error (%), intact and with one block deleted", head, f"{'intact':<18}" + "".join(f"{r['intact']:>11.1f}" for r in results)]
+    lines = ["test error (%), intact and with one block deleted", head,
+             f"{'intact':<18}" + "".join(f"{r['intact']:>11.1f}" for r in results)]
     for block in blocks:
         down = any(rows[block]["downsampling"] for rows in by_block if block in rows)
         lines.append(f"{block + (' (down)' if down else ''):<18}"

@@ -100,7 +100,8 @@ def main(argv=None):
     args = parse_args(argv)
     _, test_set, source = study_common.load_cifar(args, 1, args.batches * args.batch_size)  # training split unused
     batches = first_batches(test_set, args.batches, args.batch_size)
-    title = f"{source}: {args.batches} batches of {args.batch_size} test images, up to {args.samples} paths per length and batch"
+    title = (f"{source}: {args.batches} batches of {args.batch_size} test images, up to {args.samples} paths "
+             "per length and batch")
     print(title, flush=True)
     results = []
     for result in study_common.measure_trained(args.nets, lambda model: measure(model, batches, args)):

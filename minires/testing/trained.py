@@ -36,6 +36,7 @@ def write_untrained_weights(folder, names=weights.SHIPPED, seed=0):
         residual, depth = name.startswith("resnet"), int(name.removeprefix("resnet").removeprefix("plain"))
         minires.manual_seed(seed)
         model = models.cifar_resnet(depth, residual=residual)
-        weights.save_weights(model, folder / f"{name}_{weights.DATASET}.npz", untrained_metadata(name, depth, residual))
+        path = folder / f"{name}_{weights.DATASET}.npz"
+        weights.save_weights(model, path, untrained_metadata(name, depth, residual))
         written[name] = model
     return written

@@ -40,14 +40,13 @@ COLOURS = {"resnet20": "tab:blue", "plain20": "tab:orange", "resnet56": "tab:gre
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--nets", nargs="+", choices=SHIPPED,
-                   help="shipped networks (default: " + study_common.describe_preset(PRESETS["full"]) + ")")
+                   help="shipped networks")
     p.add_argument("--test-size", type=int, help="first N CIFAR-10 test images")
     p.add_argument("--draws", type=int, help="random sets of k blocks per k")
-    p.add_argument("--seed", type=int, default=0, help="of the random draws")
-    p.add_argument("--out", default="runs/lesion", help="folder for lesion.png and lesion.json")
+    p.add_argument("--seed", type=int, default=0, help="of the random draws (default: 0)")
+    p.add_argument("--out", default="runs/lesion", help="folder for lesion.png and lesion.json (default: runs/lesion)")
     return study_common.parse_with_presets(p, PRESETS, argv)
 
 

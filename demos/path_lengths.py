@@ -42,15 +42,15 @@ SHARE = 0.9  # the table names the lengths that carry this fraction of the total
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--nets", nargs="+", choices=[name for name in SHIPPED if name.startswith("resnet")],
-                   help="shipped ResNets (default: " + study_common.describe_preset(PRESETS["full"]) + ")")
+                   help="shipped ResNets")
     p.add_argument("--batches", type=int, help="batches of test images")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--samples", type=int, help="paths drawn per length and batch")
-    p.add_argument("--seed", type=int, default=0, help="of the random draws")
-    p.add_argument("--out", default="runs/path_lengths", help="folder for path_lengths.png and .json")
+    p.add_argument("--seed", type=int, default=0, help="of the random draws (default: 0)")
+    p.add_argument("--out", default="runs/path_lengths",
+                   help="folder for path_lengths.png and path_lengths.json (default: runs/path_lengths)")
     return study_common.parse_with_presets(p, PRESETS, argv)
 
 

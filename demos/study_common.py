@@ -88,7 +88,8 @@ def parse_with_presets(parser, presets, argv):
     """Add ``--quick`` (else the "full" preset) and the data flags to ``parser`` and parse ``argv``;
     the flags left at None take the preset's values."""
     parser.add_argument("--quick", dest="preset", action="store_const", const="quick", default="full",
-                        help="a few minutes: " + describe_preset(presets["quick"]))
+                        help=f"a few minutes: {describe_preset(presets['quick'])} (without --quick: "
+                             f"{describe_preset(presets['full'])}; flags given explicitly win)")
     add_data_arguments(parser)
     args = parser.parse_args(argv)
     return apply_preset(args, presets[args.preset])

@@ -7,7 +7,8 @@ from .export import export
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m minires.models.weights", description=__doc__.split(":")[0])
+    p = argparse.ArgumentParser(prog="python -m minires.models.weights",
+                                description="The trained CIFAR-10 weights that ship with minires, and making them.")
     commands = p.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="the shipped weights: accuracy and the command that trained them")
     e = commands.add_parser("export", help="a finished run of demos/train_cifar_resnet18.py -> NAME_cifar10.npz")

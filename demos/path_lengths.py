@@ -1,7 +1,7 @@
 """How much gradient the paths of each length carry through a trained ResNet (Veit, Wilber,
 Belongie 2016, Sec. 5, Fig. 6).
 
-    python demos/path_lengths.py --quick        # ResNet-20 (9 blocks), ~3 minutes on 2 cores
+    python demos/path_lengths.py --quick        # ResNet-20 (9 blocks): 1.5 min of CPU
     python demos/path_lengths.py                # ResNet-20 and ResNet-56 (27 blocks)
     python demos/path_lengths.py --quick --synthetic   # stand-in images, no CIFAR-10 needed
 
@@ -34,7 +34,7 @@ from minires.models.weights import SHIPPED, normalise
 from minires.study.paths import path_gradients
 
 PRESETS = {
-    "quick": {"nets": ["resnet20"], "batches": 3, "batch_size": 32, "samples": 8},
+    "quick": {"nets": ["resnet20"], "batches": 4, "batch_size": 32, "samples": 12},
     "full": {"nets": ["resnet20", "resnet56"], "batches": 4, "batch_size": 64, "samples": 10},
 }
 COLOURS = {"resnet20": "tab:blue", "resnet56": "tab:green"}
@@ -74,10 +74,14 @@ def plot(results, path, title):
         counts.plot(lengths, np.array(result["paths"]) / 2 ** result["blocks"], "o-", color=colour,
                     markersize=3, label=label)
         single.semilogy(lengths, result["mean_norm"], "o-", color=colour, markersize=3, label=label)
+        spread = [np.std(result["norms"][str(k)]) / np.sqrt(len(result["norms"][str(k)])) for k in lengths]
+        single.fill_between(lengths, np.subtract(result["mean_norm"], spread), np.add(result["mean_norm"], spread),
+                            color=colour, alpha=0.2)
         total.plot(lengths, np.array(result["total"]) / sum(result["total"]), "o-", color=colour,
                    markersize=3, label=label)
     counts.set(title="(a) distribution of path lengths", xlabel="path length (blocks)", ylabel="share of all paths")
-    single.set(title="(b) gradient of one path", xlabel="path length (blocks)", ylabel="mean ||dL/dx|| of a path")
+    single.set(title="(b) gradient of one path (band: standard error)", xlabel="path length (blocks)",
+               ylabel="mean ||dL/dx|| of a path")
     total.set(title="(c) total gradient per length: C(n, k) x (b)", xlabel="path length (blocks)",
               ylabel="share of the summed total")
     study_common.save_figure(figure, title, path)

@@ -109,7 +109,7 @@ def save_figure(figure, title, path):
     for axes in figure.axes:
         axes.grid(alpha=0.3)
         axes.legend(fontsize=9)
-    figure.suptitle(title, fontsize=10)
+    figure.suptitle(title, fontsize=10, y=1.04)  # above two-line panel titles
     FigureCanvasAgg(figure)
     with atomic_write(path) as f:
         figure.savefig(f, format="png", dpi=90, bbox_inches="tight")

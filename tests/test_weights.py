@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minires import data, models, optim, train
+from minires import data, models, train
 from minires.models import weights
 from minires.models.weights import WeightsCorruptError, WeightsNotFoundError, evaluate_accuracy, normalise
 from minires.models.weights.__main__ import main as weights_cli
+from minires.models.weights import export as export_module
 from minires.models.weights.export import export
 
 from minires.testing.cifar_files import make_cifar_folder
@@ -117,13 +118,18 @@ def test_evaluate_accuracy_is_a_plain_argmax_loop():
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
+def demo():
+    spec = importlib.util.spec_from_file_location("train_cifar_resnet18", DEMO)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, demo):
     """One epoch of the demo (ResNet-20 of width 4) on a tiny stand-in CIFAR-10 folder."""
     folder = tmp_path_factory.mktemp("run")
     make_cifar_folder(folder / "data", per_batch=8)
-    spec = importlib.util.spec_from_file_location("train_cifar_resnet18", DEMO)
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
     demo.main(["--model", "resnet20", "--width", "4", "--epochs", "1", "--subset", "16", "--batch-size", "8",
                "--data-dir", str(folder / "data"), "--out", str(folder / "run"), "--no-progress", "--seed", "3"])
     return folder
@@ -131,8 +137,7 @@ def finished_run(tmp_path_factory):
 
 def checkpoint_model(run_dir):
     model = models.resnet20(width=4)
-    optimizer = optim.SGD(optim.weight_decay_groups(model, 5e-4), lr=0.1, momentum=0.9, nesterov=True)
-    train.load_checkpoint(run_dir / train.CHECKPOINT_NAME, model, optimizer)
+    train.load_checkpoint(train.find_checkpoint(run_dir), model)
     return model.eval()
 
 
@@ -159,6 +164,10 @@ def test_export_round_trip(finished_run, weights_dir, capsys):
     assert "--model resnet20 --width 4" in capsys.readouterr().out
 
 
+def test_the_exporter_knows_the_demos_recipe_flags(demo):
+    assert export_module.RECIPE_FLAGS == demo.RECIPE_FLAGS
+
+
 def test_export_refuses_an_unfinished_run_unless_partial(finished_run, tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -170,6 +179,9 @@ def test_export_refuses_an_unfinished_run_unless_partial(finished_run, tmp_path)
     info = export(run_dir, out=tmp_path / "w.npz", partial=True)
     assert (info["epochs_trained"], info["epochs"]) == (1, 3)
     with pytest.raises(SystemExit, match="config.json is missing"):
+        weights_cli(["export", str(tmp_path)])
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(SystemExit, match=f"{tmp_path} holds no checkpoint"):
         weights_cli(["export", str(tmp_path)])
 
 

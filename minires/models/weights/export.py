@@ -2,8 +2,8 @@
 
     python -m minires.models.weights export RUN_DIR [--data-dir DIR] [--out FILE]
 
-reads ``RUN_DIR/config.json`` (the demo's flags) and the run's checkpoint (through
-``minires.train.load_checkpoint``), rebuilds the network, measures its accuracy on the 10,000
+reads ``RUN_DIR/config.json`` (the demo's flags) and the run's checkpoint (``checkpoint.npz``, or
+an older minires' ``checkpoint.pkl``, through ``minires.train``), rebuilds the network, measures its accuracy on the 10,000
 CIFAR-10 test images with ``evaluate_accuracy`` (a loop of its own, independent of the demo's
 evaluation) and writes ``NAME_cifar10.npz`` into the package (see ``__init__.py``).
 
@@ -14,11 +14,12 @@ reproduces the run if the demo's defaults change; the flags that do not change t
 import json
 from pathlib import Path
 
-from ... import __version__, data, optim, train
+from ... import __version__, data, train
 from ..resnet import cifar_resnet
 from . import DATASET, evaluate_accuracy, save_weights, weights_name, weights_path
 
 DEMO = "demos/train_cifar_resnet18.py"
+# the demo's RECIPE_FLAGS (the flags that define a run; tests/test_weights.py checks that they agree)
 RECIPE_FLAGS = ("model", "width", "plain", "shortcut", "epochs", "batch_size", "lr", "schedule", "warmup",
                 "momentum", "nesterov", "weight_decay", "label_smoothing", "seed", "subset")
 NEGATABLE_FLAGS = ("nesterov",)  # argparse.BooleanOptionalAction: --nesterov / --no-nesterov
@@ -67,11 +68,11 @@ def model_from_config(config):
 
 def load_trained(run_dir, config):
     """``(model, epochs_trained, history)`` from the run's checkpoint."""
+    checkpoint = train.find_checkpoint(run_dir)
+    if checkpoint is None:
+        raise FileNotFoundError(f"export: {run_dir} holds no checkpoint ({train.CHECKPOINT_NAME})")
     model = model_from_config(config)
-    # the optimizer the demo built: the checkpoint's optimizer state must load into it
-    optimizer = optim.SGD(optim.weight_decay_groups(model, config["weight_decay"]), lr=config["lr"],
-                          momentum=config["momentum"], nesterov=config["nesterov"])
-    last_epoch, history = train.load_checkpoint(Path(run_dir) / train.CHECKPOINT_NAME, model, optimizer)
+    last_epoch, history = train.load_checkpoint(checkpoint, model)
     return model, last_epoch + 1, history
 
 

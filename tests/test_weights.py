@@ -1,23 +1,20 @@
 """Trained weights: models.resnet20(weights="cifar10") and friends, their errors, and the exporter
 (a run of the demo on a tiny stand-in CIFAR-10 folder -> an .npz file -> the factory)."""
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+import train_cifar_resnet18 as demo  # demos/ is on pytest's pythonpath (pyproject.toml)
 from minires import data, models, train
 from minires.models import weights
 from minires.models.weights import WeightsCorruptError, WeightsNotFoundError, evaluate_accuracy, normalise
-from minires.models.weights.__main__ import main as weights_cli
 from minires.models.weights import export as export_module
+from minires.models.weights.__main__ import main as weights_cli
 from minires.models.weights.export import export
-
 from minires.testing.cifar_files import make_cifar_folder
 from minires.testing.trained import untrained_metadata, write_untrained_weights
 
-DEMO = Path(__file__).resolve().parents[1] / "demos" / "train_cifar_resnet18.py"
 MINIMUM_ACCURACY = {"resnet20": 0.85, "plain20": 0.75, "resnet56": 0.75}  # the issue's floor (plain-56: none)
 
 
@@ -118,15 +115,7 @@ def test_evaluate_accuracy_is_a_plain_argmax_loop():
 
 
 @pytest.fixture(scope="module")
-def demo():
-    spec = importlib.util.spec_from_file_location("train_cifar_resnet18", DEMO)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory, demo):
+def finished_run(tmp_path_factory):
     """One epoch of the demo (ResNet-20 of width 4) on a tiny stand-in CIFAR-10 folder."""
     folder = tmp_path_factory.mktemp("run")
     make_cifar_folder(folder / "data", per_batch=8)
@@ -164,7 +153,7 @@ def test_export_round_trip(finished_run, weights_dir, capsys):
     assert "--model resnet20 --width 4" in capsys.readouterr().out
 
 
-def test_the_exporter_knows_the_demos_recipe_flags(demo):
+def test_the_exporter_knows_the_demos_recipe_flags():
     assert export_module.RECIPE_FLAGS == demo.RECIPE_FLAGS
 
 

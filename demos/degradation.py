@@ -67,10 +67,11 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__[__doc__.index("The paper's recipe"):__doc__.index("Writes into")])
     preset = p.add_mutually_exclusive_group()
+    describe = study_common.describe_preset
     preset.add_argument("--quick", dest="preset", action="store_const", const="quick",
-                        help="the laptop-scale run (the default): " + _describe(PRESETS["quick"]))
+                        help="the laptop-scale run (the default): " + describe(PRESETS["quick"]))
     preset.add_argument("--paper", dest="preset", action="store_const", const="paper",
-                        help="He et al.'s recipe, for a GPU: " + _describe(PRESETS["paper"]))
+                        help="He et al.'s recipe, for a GPU: " + describe(PRESETS["paper"]))
     p.add_argument("--depths", type=int, nargs="+", help="depths 6n+2")
     p.add_argument("--steps", type=int, help="SGD steps per network")
     p.add_argument("--batch-size", type=int)
@@ -87,17 +88,10 @@ def parse_args(argv=None):
     study_common.add_data_arguments(p)
     args = p.parse_args(argv)
     args.preset = args.preset or "quick"
-    for name, value in PRESETS[args.preset].items():  # flags given explicitly win over the preset
-        if getattr(args, name) is None:
-            setattr(args, name, value)
+    study_common.apply_preset(args, PRESETS[args.preset])
     if args.eval_every > args.steps:
         p.error(f"--eval-every ({args.eval_every}) is larger than --steps ({args.steps})")
     return args
-
-
-def _describe(preset):
-    return ", ".join(f"--{name.replace('_', '-')} {' '.join(map(str, value)) if isinstance(value, list) else value}"
-                     for name, value in preset.items())
 
 
 def endless(loader):

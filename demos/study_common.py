@@ -1,4 +1,5 @@
-"""What the study demos (skip_connections.py, degradation.py) and the notebooks share: data and models.
+"""What the study demos (skip_connections.py, degradation.py, lesion.py, path_lengths.py) and the
+notebooks share: data, models and presets.
 
 Data: real CIFAR-10 from ``--data-dir`` (the folder that holds ``cifar-10-batches-py/``), or
 with ``--synthetic`` a stand-in of random images in which each class has its own template,
@@ -6,13 +7,18 @@ so that a network can learn something (for smoke tests and machines without the 
 notebooks (``demos/notebooks/``) take real CIFAR-10 when ``MINIRES_DATA`` (or the default
 folder) holds it and the stand-in otherwise, and say which (``cifar_or_stand_in``).
 """
+import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from minires import data, models
+from minires.io import atomic_write
+from minires.models import weights
 
 DEFAULT_DATA = os.environ.get("MINIRES_DATA", str(Path.home() / ".cache" / "minires" / "data"))
 NORMALIZE = data.Compose([data.ToFloat(), data.Normalize(data.CIFAR10_MEAN, data.CIFAR10_STD)])
@@ -76,3 +82,69 @@ def build_model(depth, residual):
 
 def model_name(depth, residual):
     return f"{'ResNet' if residual else 'plain'}-{depth}"
+
+
+def parse_with_presets(parser, presets, argv):
+    """Add ``--quick`` (else the "full" preset) and the data flags to ``parser`` and parse ``argv``;
+    the flags left at None take the preset's values."""
+    parser.add_argument("--quick", dest="preset", action="store_const", const="quick", default="full",
+                        help=f"a few minutes: {describe_preset(presets['quick'])} (without --quick: "
+                             f"{describe_preset(presets['full'])}; flags given explicitly win)")
+    add_data_arguments(parser)
+    args = parser.parse_args(argv)
+    return apply_preset(args, presets[args.preset])
+
+
+def write_results(out, stem, payload, draw):
+    """``out/stem.json`` (the payload) and ``out/stem.png`` (``draw(path)``); says where they went."""
+    out = Path(out)
+    with atomic_write(out / f"{stem}.json", "w") as f:
+        json.dump(payload, f, indent=1)
+    draw(out / f"{stem}.png")
+    print(f"wrote {out / stem}.png and {out / stem}.json")
+
+
+def save_figure(figure, title, path):
+    """Every panel with a grid and a legend, ``title`` on top; written to ``path`` as a PNG."""
+    for axes in figure.axes:
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=9)
+    figure.suptitle(title, fontsize=10, y=1.04)  # above two-line panel titles
+    FigureCanvasAgg(figure)
+    with atomic_write(path) as f:
+        figure.savefig(f, format="png", dpi=90, bbox_inches="tight")
+
+
+def apply_preset(args, preset):
+    """Fill the flags left at None with the preset's values (flags given explicitly win)."""
+    for name, value in preset.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    return args
+
+
+def describe_preset(preset):
+    return ", ".join(f"--{name.replace('_', '-')} {' '.join(map(str, value)) if isinstance(value, list) else value}"
+                     for name, value in preset.items())
+
+
+def trained_model(name):
+    """``(label, model)``: the CIFAR-10 weights that ship with minires (``weights.SHIPPED``: resnet20,
+    plain20, resnet56, plain56) in eval mode; exits with a clear message when they are missing."""
+    residual = name.startswith("resnet")
+    depth = int(name.removeprefix("resnet").removeprefix("plain"))
+    try:
+        model = models.cifar_resnet(depth, residual=residual, weights="cifar10").eval()
+    except (weights.WeightsNotFoundError, weights.WeightsCorruptError) as error:
+        sys.exit(f"the trained weights of {name} are not usable: {error}")
+    return model_name(depth, residual), model
+
+
+def measure_trained(nets, measure):
+    """For each shipped network in ``nets``, ``measure(model)`` (a dict), extended by the network's
+    ``net`` and ``name`` and the ``seconds`` the measurement took; yielded as each one ends."""
+    for net in nets:
+        name, model = trained_model(net)
+        start = time.perf_counter()
+        result = measure(model)
+        yield {"net": net, "name": name, **result, "seconds": time.perf_counter() - start}

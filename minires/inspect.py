@@ -94,6 +94,12 @@ def _add_relu_name(module):
     return None
 
 
+def named_blocks(model):
+    """``(name, block)`` for every block of ``RESIDUAL_BLOCKS`` in ``model`` (plain ones too), in
+    the order of its modules, which is the order forward runs them in the ResNets."""
+    return [(name, module) for name, module in model.named_modules() if _add_relu_name(module) is not None]
+
+
 class GradientFlow:
     """Records activation and gradient norms of ``model`` while its hooks are on.
 

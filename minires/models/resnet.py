@@ -17,6 +17,8 @@ Backward through the add. With ``s = F(x) + S(x)`` and ``g = dL/ds``:
 With an identity shortcut the second term is ``g`` itself: whatever the branch does, the
 gradient reaches ``x`` undiminished. That is why a 110-layer ResNet trains and the same
 network without the adds (``residual=False``, the paper's "plain" net) struggles.
+``block.route`` (``GradientRouting``) sends the backward through one operand of the add only,
+for the path analysis of ``minires.study.paths``.
 
 Names follow torchvision (``conv1, bn1, layer1..layer4, fc``; in blocks ``conv1, bn1, conv2,
 bn2[, conv3, bn3], downsample``), so ``state_dict()`` keys are exactly torchvision's.
@@ -24,6 +26,7 @@ bn2[, conv3, bn3], downsample``), so ``state_dict()`` keys are exactly torchvisi
 from .. import nn
 from ..backend import get_array_module, is_channels_last
 from ..nn import init
+from .weights import find_weights
 
 
 def conv3x3(in_planes, out_planes, stride=1, groups=1):
@@ -85,7 +88,51 @@ def _add_residual(branch, shortcut, residual):
     return branch + shortcut if residual else branch
 
 
-class BasicBlock(nn.Module):
+ROUTES = (None, "branch", "shortcut")
+
+
+class GradientRouting:
+    """``block.route``: which operand of the residual add its backward pass feeds (path studies).
+
+    With ``g = dL/d(F(x) + S(x))``, taken *after* the ReLU that follows the add (so every route
+    sees that ReLU's mask):
+
+        route = None         dL/dx = F'(x)^T g + S'(x)^T g      the ordinary backward (default)
+        route = "branch"     dL/dx = F'(x)^T g                  the shortcut receives 0
+        route = "shortcut"   dL/dx = S'(x)^T g                  the branch receives 0
+
+    Unrolled, n blocks make 2^n paths from the output to the input, one per choice of
+    (branch or shortcut) in every block; routing every block picks one path, and the backward
+    then returns that path's share of the input gradient. The backward is linear in g, so the
+    2^n routed input gradients add up to the ordinary one (Veit et al. 2016, Sec. 5;
+    ``minires.study.paths``). Only the backward changes; forward ignores the route.
+    """
+
+    _route = None
+
+    @property
+    def route(self):
+        return self._route
+
+    @route.setter
+    def route(self, route):
+        if route not in ROUTES:
+            raise ValueError(f"{type(self).__name__}: route must be one of {ROUTES}, got {route!r}")
+        if route is not None and not self.residual:
+            raise ValueError(f"{type(self).__name__}: a plain block (residual=False) has no add to "
+                             f"route; route must be None, got {route!r}")
+        self._route = route
+
+    def _routed(self, grad_branch_out, grad_shortcut_out):
+        """The two copies of g, one of them replaced by zeros when a route is set."""
+        if self._route == "branch":
+            return grad_branch_out, get_array_module(grad_shortcut_out).zeros_like(grad_shortcut_out)
+        if self._route == "shortcut":
+            return get_array_module(grad_branch_out).zeros_like(grad_branch_out), grad_shortcut_out
+        return grad_branch_out, grad_shortcut_out
+
+
+class BasicBlock(GradientRouting, nn.Module):
     """``relu(bn2(conv2(relu(bn1(conv1(x))))) + S(x))``: two 3x3 convs (ResNet-18/34, CIFAR ResNets)."""
 
     expansion = 1
@@ -114,6 +161,7 @@ class BasicBlock(nn.Module):
         grad_sum = self.relu2.backward(grad_output)      # dL/d(F(x) + S(x))
         grad_branch_out = grad_sum                       # the add copies it to the branch ...
         grad_shortcut_out = grad_sum                     # ... and to the shortcut
+        grad_branch_out, grad_shortcut_out = self._routed(grad_branch_out, grad_shortcut_out)  # block.route
         grad_conv2_out = self.bn2.backward(grad_branch_out)
         grad_relu1_out = self.conv2.backward(grad_conv2_out)
         grad_bn1_out = self.relu1.backward(grad_relu1_out)
@@ -125,7 +173,7 @@ class BasicBlock(nn.Module):
         return grad_x_branch + grad_x_shortcut           # the two paths meet at x
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(GradientRouting, nn.Module):
     """1x1 reduce, 3x3 (stride here: "ResNet v1.5"), 1x1 expand by 4, plus the shortcut (ResNet-50+)."""
 
     expansion = 4
@@ -158,6 +206,7 @@ class Bottleneck(nn.Module):
         grad_sum = self.relu3.backward(grad_output)      # dL/d(F(x) + S(x))
         grad_branch_out = grad_sum                       # the add copies it to the branch ...
         grad_shortcut_out = grad_sum                     # ... and to the shortcut
+        grad_branch_out, grad_shortcut_out = self._routed(grad_branch_out, grad_shortcut_out)  # block.route
         grad_conv3_out = self.bn3.backward(grad_branch_out)
         grad_relu2_out = self.conv3.backward(grad_conv3_out)
         grad_bn2_out = self.relu2.backward(grad_relu2_out)
@@ -298,30 +347,39 @@ def resnet18_cifar(num_classes=10, zero_init_residual=False, residual=True, widt
                   widths=(width, 2 * width, 4 * width, 8 * width), stem="cifar")
 
 
-def cifar_resnet(depth, num_classes=10, shortcut="A", residual=True, width=16, zero_init_residual=False):
-    """He et al.'s CIFAR ResNet of depth 6n+2: three stages of n BasicBlocks, 16/32/64 channels."""
+def cifar_resnet(depth, num_classes=10, shortcut="A", residual=True, width=16, zero_init_residual=False,
+                 weights=None):
+    """He et al.'s CIFAR ResNet of depth 6n+2: three stages of n BasicBlocks, 16/32/64 channels.
+
+    ``weights="cifar10"`` loads the trained weights that ship with minires (ResNet-20/56 and their
+    plain twins; see ``minires.models.weights``); the other arguments must be the ones they were
+    trained with.
+    """
     if (depth - 2) % 6 != 0 or depth < 8:
         raise ValueError(f"cifar_resnet: depth must be 6n+2 (20, 32, 44, 56, 110, ...), got {depth}")
+    trained = None if weights is None else find_weights(weights, depth, residual, num_classes=num_classes,
+                                                        shortcut=shortcut, width=width)
     n = (depth - 2) // 6
-    return ResNet(BasicBlock, [n, n, n], num_classes, zero_init_residual, residual=residual,
-                  widths=(width, 2 * width, 4 * width), stem="cifar", shortcut=shortcut)
+    model = ResNet(BasicBlock, [n, n, n], num_classes, zero_init_residual, residual=residual,
+                   widths=(width, 2 * width, 4 * width), stem="cifar", shortcut=shortcut)
+    return model if trained is None else trained.load_into(model)
 
 
-def resnet20(num_classes=10, shortcut="A", residual=True, width=16):
-    return cifar_resnet(20, num_classes, shortcut, residual, width)
+def resnet20(num_classes=10, shortcut="A", residual=True, width=16, weights=None):
+    return cifar_resnet(20, num_classes, shortcut, residual, width, weights=weights)
 
 
-def resnet32(num_classes=10, shortcut="A", residual=True, width=16):
-    return cifar_resnet(32, num_classes, shortcut, residual, width)
+def resnet32(num_classes=10, shortcut="A", residual=True, width=16, weights=None):
+    return cifar_resnet(32, num_classes, shortcut, residual, width, weights=weights)
 
 
-def resnet44(num_classes=10, shortcut="A", residual=True, width=16):
-    return cifar_resnet(44, num_classes, shortcut, residual, width)
+def resnet44(num_classes=10, shortcut="A", residual=True, width=16, weights=None):
+    return cifar_resnet(44, num_classes, shortcut, residual, width, weights=weights)
 
 
-def resnet56(num_classes=10, shortcut="A", residual=True, width=16):
-    return cifar_resnet(56, num_classes, shortcut, residual, width)
+def resnet56(num_classes=10, shortcut="A", residual=True, width=16, weights=None):
+    return cifar_resnet(56, num_classes, shortcut, residual, width, weights=weights)
 
 
-def resnet110(num_classes=10, shortcut="A", residual=True, width=16):
-    return cifar_resnet(110, num_classes, shortcut, residual, width)
+def resnet110(num_classes=10, shortcut="A", residual=True, width=16, weights=None):
+    return cifar_resnet(110, num_classes, shortcut, residual, width, weights=weights)

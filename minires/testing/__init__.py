@@ -5,6 +5,7 @@
   refuse what CuPy refuses; ``minires.backend.substitute_cupy(fake_cupy)`` runs the GPU path on it
   (op code must run on CuPy without a GPU to test on).
 - ``minires.testing.cifar_files``: tiny CIFAR-10 folders in the real file format.
+- ``minires.testing.trained``: stand-ins for trained networks (weights files of untrained ones).
 
 The comparisons with PyTorch live in the test suite (``tests/support``): torch is a test
 dependency only.

@@ -2,7 +2,8 @@
 import numpy as np
 
 from . import nn
-from .models import resnet
+from .models import preact, resnet
+from .random import manual_seed
 from .gradcheck import check_function, check_module
 
 
@@ -14,6 +15,7 @@ def all_cases():
     """A list of zero-argument callables, each returning a ``gradcheck.Report``."""
     return [
         lambda: check_module(nn.ReLU(), _x(2, 3, 5, 4)),
+        lambda: check_module(nn.Sigmoid(), _x(2, 3, 5, 4) * 3),
         lambda: check_module(nn.Linear(5, 3), _x(2, 3, 5)),
         lambda: check_module(nn.Linear(4, 2, bias=False), _x(1, 4)),
         lambda: check_module(nn.Flatten(), _x(2, 3, 2, 2)),
@@ -58,4 +60,36 @@ def all_cases():
         lambda: check_module(resnet.Bottleneck(4, 4, 2, resnet.make_shortcut("B", 4, 16, 2), groups=2, base_width=32),
                              _x(2, 4, 5, 5, seed=3), title="Bottleneck (stride 2, groups 2, projection shortcut)"),
         lambda: check_module(resnet.ShortcutA(3, 6, 2), _x(2, 3, 5, 4, seed=3)),
+        *[lambda order=order: check_module(preact.ResidualUnit(3, 3, order=order), _x(2, 3, 4, 4, seed=3),
+                                           title=f"ResidualUnit ({order}, identity shortcut)") for order in preact.ORDERS],
+        lambda: check_module(preact.ResidualUnit(3, 4, 2, activate_before_split=True), _x(2, 3, 5, 5, seed=3),
+                             title="ResidualUnit (full pre-activation before the split, stride 2, projection)"),
+        lambda: check_module(preact.ResidualUnit(4, 2, 2, bottleneck=True), _x(2, 4, 4, 4, seed=3),
+                             title="ResidualUnit (pre-activation bottleneck, stride 2)"),
+        *[lambda name=name, options=options: check_module(
+              preact.ResidualUnit(3, 3, order="original", **options), _x(2, 3, 4, 4, seed=3),
+              title=f"ResidualUnit (original, {name})") for name, options in _SHORTCUT_VARIANTS.items()],
+        _check_dropout_shortcut,  # last: it reseeds the generator
     ]
+
+
+# the shortcut variants of He et al. (2016); the gates' bias at -1 rather than the paper's -6, where
+# g ~ 0.0025 would leave the gate's own gradients too small to check
+_SHORTCUT_VARIANTS = {
+    "shortcut scaled by 0.5": {"shortcut_scale": 0.5}, "both scaled by 0.5": {"shortcut_scale": 0.5, "branch_scale": 0.5},
+    "exclusive gating": {"gating": "exclusive", "gate_bias": -1.0},
+    "shortcut-only gating": {"gating": "shortcut_only", "gate_bias": -1.0}, "1x1 conv shortcut": {"shortcut": "conv1x1"},
+}
+
+
+def _check_dropout_shortcut():
+    """The input gradient of a dropout-shortcut unit in training mode, the generator reseeded before
+    each forward so that every pass of the check draws the same mask."""
+    unit = preact.ResidualUnit(3, 3, order="original", shortcut="dropout").double()
+
+    def forward(x):
+        manual_seed(1)
+        return unit(x), None
+
+    return check_function(forward, lambda dy, _: unit.backward(dy), [_x(2, 3, 4, 4, seed=3)],
+                          title="ResidualUnit (original, dropout shortcut, one fixed mask)")

@@ -16,7 +16,8 @@ residual with batch norm. Writes into --out:
                             deviation over the nets), beside 2^-L and 1/sqrt(L)
   shattered_gradients.json  the numbers
 
-and prints the correlations per depth.
+and prints the kinks of the example nets (how often a unit switches between neighbouring inputs) and
+the correlations per depth.
 """
 import os
 
@@ -66,9 +67,11 @@ def examples(args):
     x = shattered.evenly_spaced_inputs(args.inputs)
     rows = []
     for kind, depth in EXAMPLES:
-        g = shattered.input_gradients(shattered.make_net(kind, depth, args.width, args.seed), x)
+        net = shattered.make_net(kind, depth, args.width, args.seed)
+        g = shattered.input_gradients(net, x)
         rows.append({"kind": kind, "depth": depth, "gradients": g.tolist(),
-                     "autocorrelation": shattered.autocorrelation(g, min(50, args.inputs - 1)).tolist()})
+                     "autocorrelation": shattered.autocorrelation(g, min(50, args.inputs - 1)).tolist(),
+                     "relu_switches": shattered.relu_switches(net, x)})
     return x.reshape(-1).tolist(), rows
 
 
@@ -111,6 +114,14 @@ def plot(x, example_rows, curves, args, path):
         figure.savefig(f, format="png", dpi=80, bbox_inches="tight")
 
 
+def kinks_table(example_rows):
+    lines = [f"{'example net':<28}{'ReLU switches: layer 1':>24}{'last layer':>12}{'all layers':>12}"]
+    lines += [f"{LABELS[row['kind']] + ', L = ' + str(row['depth']):<28}{row['relu_switches'][0]:>24}"
+              f"{row['relu_switches'][-1]:>12}{sum(row['relu_switches']):>12}" for row in example_rows]
+    lines.append("a unit's input changing sign between neighbouring inputs (summed over the units): the kinks of y(x)")
+    return "\n".join(lines)
+
+
 def table(curves, depths):
     lines = [f"{'depth':>6}" + "".join(f"{LABELS[kind]:>20}" for kind in curves) + f"{'2^-L':>10}{'1/sqrt(L)':>11}"]
     for index, depth in enumerate(depths):
@@ -134,6 +145,7 @@ def main(argv=None):
     with atomic_write(out / "shattered_gradients.json", "w") as f:
         json.dump({"config": vars(args), "inputs": x, "examples": example_rows,
                    "neighbour_correlation": {kind: values.tolist() for kind, values in curves.items()}}, f, indent=1)
+    print(kinks_table(example_rows))
     print(table(curves, args.depths))
     print(f"wrote {out / 'shattered_gradients.png'} and {out / 'shattered_gradients.json'} "
           f"in {time.perf_counter() - start:.0f} s")

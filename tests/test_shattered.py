@@ -47,6 +47,16 @@ def test_residual_layer_passes_the_gradient_check_and_adds_the_identity():
     np.testing.assert_array_equal(layer.backward(dy), dy)  # a zero branch: the gradient passes unchanged
 
 
+def test_relu_switches_are_the_kinks_of_the_first_layer_by_hand():
+    net = shattered.make_net("feedforward", depth=2, width=30, seed=4)
+    x = shattered.evenly_spaced_inputs(64)
+    w, b = net[0].weight.data[:, 0], net[0].bias.data
+    kinks = -b / w  # where unit j of the first layer switches
+    switches = shattered.relu_switches(net, x)
+    assert len(switches) == 2 and switches[0] == np.count_nonzero((kinks > -2) & (kinks < 2)) > 0
+    assert shattered.relu_switches(shattered.make_net("residual_bn", 3, width=8), x)[2] > 0
+
+
 def test_autocorrelation_by_hand_and_of_known_noises():
     g = np.array([1.0, 3.0, 2.0, 5.0, 4.0])
     c = g - g.mean()

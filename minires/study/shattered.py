@@ -19,7 +19,7 @@ from the hand-written backward of minires' ``Linear``, ``ReLU`` and ``BatchNorm1
     neighbour correlation       rho(1)
 
 A shallow net's g is a random walk over x (each ReLU that switches on adds a step: "brown noise",
-rho(1) near 1); Balduzzi et al. show that in a deep feed-forward net the correlation between the
+rho(1) near 1; ``relu_switches`` counts the steps, layer by layer); Balduzzi et al. show that in a deep feed-forward net the correlation between the
 gradients at nearby inputs falls like 2^-L (white noise, rho(1) near 0: the gradient is "shattered"),
 and in a residual net with batch norm only like 1/sqrt(L).
 
@@ -37,6 +37,7 @@ import numpy as np
 import math
 
 from .. import nn
+from ..grad_mode import no_grad
 from ..nn import init
 
 KINDS = ("feedforward", "feedforward_bn", "residual_bn")
@@ -119,6 +120,23 @@ def input_gradients(net, x):
     freeze_batch_statistics(net, x)
     y = net(x)
     return net.backward(np.ones_like(y)).reshape(-1)
+
+
+def relu_switches(net, x):
+    """Per ReLU layer, in forward order: how many times a unit's input changes sign between neighbouring
+    inputs (summed over the units), statistics held fixed. A ReLU net is piecewise linear in x and
+    ``dy/dx`` is constant between two switches: these are the kinks of the function, layer by layer."""
+    freeze_batch_statistics(net, x)
+    inputs = []
+    handles = [m.register_forward_hook(lambda module, args, output: inputs.append(args[0]))
+               for m in net.modules() if isinstance(m, nn.ReLU)]
+    try:
+        with no_grad():
+            net(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [int(np.count_nonzero(np.diff(h > 0, axis=0))) for h in inputs]  # diff of booleans: !=
 
 
 def autocorrelation(g, max_lag):

@@ -31,12 +31,10 @@ if __name__ == "__main__":
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
-import json
 import math
 import time
 from pathlib import Path
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 import degradation
@@ -44,7 +42,6 @@ import study_common  # also puts the checkout on sys.path
 import minires
 from minires.backend import to_device
 from minires.inspect import record_gradient_flow
-from minires.io import atomic_write
 from minires.models import PreActResNet
 
 # name: (PreActResNet options, the paper's ResNet-110 test error on CIFAR-10 in %, Tables 1 and 2;
@@ -165,9 +162,7 @@ def plot(rows, path, title):
         axes.grid(alpha=0.3, which="both")
     shares.legend(fontsize=7, title="solid: shortcut variants (original units); dashed: orderings", title_fontsize=7)
     figure.suptitle(title, fontsize=10)
-    FigureCanvasAgg(figure)
-    with atomic_write(path) as f:
-        figure.savefig(f, format="png", dpi=80, bbox_inches="tight")
+    study_common.save_figure(figure, path, dpi=80)
 
 
 def table(rows):
@@ -197,8 +192,7 @@ def main(argv=None):
     out, rows = Path(args.out), []
     for name in args.variants:
         rows.append(run_variant(name, train_loader, test_loader, probe, args))
-        with atomic_write(out / "identity_mappings.json", "w") as f:
-            json.dump({"config": vars(args), "source": source, "rows": rows}, f, indent=1)
+        study_common.save_json({"config": vars(args), "source": source, "rows": rows}, out / "identity_mappings.json")
         plot(rows, out / "identity_mappings.png", title)
     print(table(rows))
     print(f"wrote {out / 'identity_mappings.png'} and {out / 'identity_mappings.json'}")

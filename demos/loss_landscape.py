@@ -25,20 +25,18 @@ if __name__ == "__main__":  # one BLAS thread unless the user says otherwise (se
 
 import argparse
 import inspect
-import json
 import re
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 import study_common  # also puts the checkout on sys.path
 import minires
 from minires import data, models
-from minires.io import atomic_write, load_npz, load_pickle
+from minires.io import load_npz, load_pickle
 from minires.study import landscape
 
 PRESETS = {"quick": {"images": 256, "line_points": 11, "grid_points": 7},
@@ -161,9 +159,7 @@ def plot(rows, path, title):
         axes.plot([0], [0], "k+")
         axes.set(title=f"2-D: {row['name']} loss", xlabel="a", ylabel="b", aspect="equal")
     figure.suptitle(title, fontsize=10)
-    FigureCanvasAgg(figure)
-    with atomic_write(path) as f:
-        figure.savefig(f, format="png", dpi=90, bbox_inches="tight")
+    study_common.save_figure(figure, path, dpi=90)
 
 
 def table(rows):
@@ -192,9 +188,8 @@ def main(argv=None):
     rows = []
     for name, depth, residual, weights in args.net:
         rows.append(measure(name, depth, residual, weights, loader, args))
-        with atomic_write(Path(args.out) / "loss_landscape.json", "w") as f:
-            json.dump({"config": {**vars(args), "net": [list(net) for net in args.net]}, "source": source,
-                       "rows": rows}, f, indent=1)
+        config = {**vars(args), "net": [list(net) for net in args.net]}
+        study_common.save_json({"config": config, "source": source, "rows": rows}, Path(args.out) / "loss_landscape.json")
         plot(rows, Path(args.out) / "loss_landscape.png", title)
     print(table(rows))
     print(f"wrote {Path(args.out) / 'loss_landscape.png'} and {Path(args.out) / 'loss_landscape.json'}")

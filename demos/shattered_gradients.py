@@ -25,16 +25,13 @@ if __name__ == "__main__":  # one BLAS thread unless the user says otherwise (se
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-import study_common  # noqa: F401  (puts the checkout on sys.path)
-from minires.io import atomic_write
+import study_common  # also puts the checkout on sys.path
 from minires.study import shattered
 
 LABELS = {"feedforward": "feed-forward", "feedforward_bn": "feed-forward + BN", "residual_bn": "residual + BN"}
@@ -109,9 +106,7 @@ def plot(x, example_rows, curves, args, path):
     depth_axes.grid(alpha=0.3, which="both")
     figure.suptitle(f"Shattered gradients: nets from R to R, {args.width} ReLU units per layer, dy/dx at "
                     f"{args.inputs} inputs in [-2, 2], at initialisation", fontsize=10)
-    FigureCanvasAgg(figure)
-    with atomic_write(path) as f:
-        figure.savefig(f, format="png", dpi=80, bbox_inches="tight")
+    study_common.save_figure(figure, path, dpi=80)
 
 
 def kinks_table(example_rows):
@@ -142,9 +137,9 @@ def main(argv=None):
         print(f"{LABELS[kind]}: done ({time.perf_counter() - start:.0f} s)", flush=True)
     out = Path(args.out)
     plot(x, example_rows, curves, args, out / "shattered_gradients.png")
-    with atomic_write(out / "shattered_gradients.json", "w") as f:
-        json.dump({"config": vars(args), "inputs": x, "examples": example_rows,
-                   "neighbour_correlation": {kind: values.tolist() for kind, values in curves.items()}}, f, indent=1)
+    correlations = {kind: values.tolist() for kind, values in curves.items()}
+    study_common.save_json({"config": vars(args), "inputs": x, "examples": example_rows,
+                            "neighbour_correlation": correlations}, out / "shattered_gradients.json")
     print(kinks_table(example_rows))
     print(table(curves, args.depths))
     print(f"wrote {out / 'shattered_gradients.png'} and {out / 'shattered_gradients.json'} "

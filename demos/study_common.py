@@ -1,16 +1,19 @@
-"""What the study demos (skip_connections.py, degradation.py) share: their data and their models.
+"""What the study demos share: their data, their models, and writing their figures and numbers.
 
 Data: real CIFAR-10 from ``--data-dir`` (the folder that holds ``cifar-10-batches-py/``), or
 with ``--synthetic`` a stand-in of random images in which each class has its own template,
 so that a network can learn something (for smoke tests and machines without the dataset).
 """
+import json
 import os
 import sys
 from pathlib import Path
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from minires import data, models
+from minires.io import atomic_write
 
 DEFAULT_DATA = os.environ.get("MINIRES_DATA", str(Path.home() / ".cache" / "minires" / "data"))
 NORMALIZE = data.Compose([data.ToFloat(), data.Normalize(data.CIFAR10_MEAN, data.CIFAR10_STD)])
@@ -58,3 +61,16 @@ def build_model(depth, residual):
 
 def model_name(depth, residual):
     return f"{'ResNet' if residual else 'plain'}-{depth}"
+
+
+def save_figure(figure, path, dpi=90):
+    """A matplotlib ``Figure`` (object API, no pyplot) written as a PNG, atomically."""
+    FigureCanvasAgg(figure)
+    with atomic_write(path) as f:
+        figure.savefig(f, format="png", dpi=dpi, bbox_inches="tight")
+
+
+def save_json(obj, path):
+    """``obj`` as indented JSON, written atomically."""
+    with atomic_write(path, "w") as f:
+        json.dump(obj, f, indent=1)

@@ -85,7 +85,7 @@ from collections import OrderedDict
 
 from .. import nn
 from ..nn import init
-from .resnet import ShortcutA, conv1x1, conv3x3, make_shortcut
+from .resnet import ShortcutA, conv1x1, conv3x3, initialise_like_torchvision, make_shortcut
 
 ORDERS = ("original", "bn_after_add", "relu_before_add", "relu_preact", "full_preact")
 PRE_ACTIVATION_ORDERS = ("relu_preact", "full_preact")
@@ -296,15 +296,7 @@ class PreActResNet(nn.Sequential):
         layers.update(avgpool=nn.AdaptiveAvgPool2d((1, 1)), flatten=nn.Flatten(1), fc=nn.Linear(inplanes, num_classes))
         super().__init__(layers)
         self.order = order
-        self._initialise()
-
-    def _initialise(self):
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                init.ones_(module.weight)
-                init.zeros_(module.bias)
+        initialise_like_torchvision(self)  # weights only: the gates' biases keep gate_bias
 
 
 def preact_resnet20(num_classes=10, **options):

@@ -178,8 +178,8 @@ class ResidualUnit(nn.Module):
             projection = nn.Identity()
         if self.kind != "dropout":
             return projection
-        return nn.Dropout(dropout) if isinstance(projection, nn.Identity) else nn.Sequential(projection,
-                                                                                            nn.Dropout(dropout))
+        drop = nn.Dropout(dropout)
+        return drop if isinstance(projection, nn.Identity) else nn.Sequential(projection, drop)
 
     def extra_repr(self):
         gate = "" if self.gating is None else f", gating={self.gating!r}"

@@ -37,8 +37,8 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-import degradation
-import study_common  # also puts the checkout on sys.path
+import degradation  # the sibling demo, for its training loop and loaders
+import study_common  # the sibling module: python puts demos/ on sys.path
 import minires
 from minires.backend import to_device
 from minires.inspect import record_gradient_flow
@@ -143,7 +143,7 @@ def _style(index, name):
 
 
 def plot(rows, path, title):
-    figure = Figure(figsize=(13, 9))
+    figure = Figure(figsize=(13, 9), layout="constrained")
     (grads, shares), (train_axes, test_axes) = figure.subplots(2, 2)
     for index, row in enumerate(rows):
         style = _style(index, row["name"])

@@ -2,12 +2,13 @@
 filter-normalised random direction (1-D) and on a plane of two (2-D contours).
 
     python demos/loss_landscape.py --quick                   # ResNet-56 and plain-56, shipped weights
-    python demos/loss_landscape.py --net resnet20=runs/resnet20/checkpoint.pkl --net plain20=runs/plain20/checkpoint.pkl
+    python demos/loss_landscape.py --net resnet20=runs/resnet20/checkpoint.npz --net plain20=runs/plain20/checkpoint.npz
     python demos/loss_landscape.py --net resnet56 --net plain56 --max-points 100   # a full sweep, in parts
 
 ``--net NAME[=WEIGHTS]``: NAME is ``resnetD`` or ``plainD`` (He et al.'s CIFAR nets of depth D = 6n+2,
 option-A shortcuts, as ``demos/train_cifar_resnet18.py --model resnetD [--plain]`` trains them);
-WEIGHTS is a file (an ``.npz`` of the state dict, or the demo's ``checkpoint.pkl``), ``cifar10`` (the
+WEIGHTS is a file (an ``.npz`` of the state dict, or a training checkpoint of that demo:
+``checkpoint.npz``, or an older minires' ``checkpoint.pkl``), ``cifar10`` (the
 weights shipped with minires: ``models.resnetD(weights="cifar10")``, the default) or ``init`` (the
 untrained net, seeded). The measurement is ``minires.study.landscape``'s: directions normalised
 filter by filter, none for biases and batch norm, running statistics fixed, evaluation mode, the
@@ -33,10 +34,11 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-import study_common  # also puts the checkout on sys.path
+import study_common  # the sibling module: python puts demos/ on sys.path
 import minires
-from minires import data, models
-from minires.io import load_npz, load_pickle
+from minires import data, models, train
+from minires.checkpoint import DOCUMENT
+from minires.io import load_npz
 from minires.study import landscape
 
 PRESETS = {"quick": {"images": 256, "line_points": 11, "grid_points": 7},
@@ -90,13 +92,25 @@ def build(depth, residual, weights, seed):
         if not path.is_file():
             sys.exit(f"--net: there is no weights file {path}")
         model = study_common.build_model(depth, residual)
-        model.load_state_dict(load_npz(path) if path.suffix == ".npz" else load_pickle(path)["model"])
+        if is_training_checkpoint(path):
+            train.load_checkpoint(path, model)
+        else:
+            model.load_state_dict(load_npz(path))
         return model
     factory = getattr(models, f"resnet{depth}", None)
     if factory is None or "weights" not in inspect.signature(factory).parameters:
         sys.exit(f"--net: this minires ships no weights {weights!r} for resnet{depth}; give the path of an "
                  ".npz or of a checkpoint.pkl")
     return factory(residual=residual, weights=weights)
+
+
+def is_training_checkpoint(path):
+    """The demo's ``checkpoint.npz`` (its JSON document inside) or an older ``checkpoint.pkl``, rather
+    than an ``.npz`` of a state dict."""
+    if path.suffix == ".pkl":
+        return True
+    with np.load(path, allow_pickle=False) as archive:
+        return DOCUMENT in archive.files
 
 
 def local_minima(loss):

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-import study_common  # also puts the checkout on sys.path
+import study_common  # the sibling module: python puts demos/ on sys.path
 from minires.study import shattered
 
 LABELS = {"feedforward": "feed-forward", "feedforward_bn": "feed-forward + BN", "residual_bn": "residual + BN"}

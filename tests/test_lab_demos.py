@@ -1,21 +1,17 @@
 """Smoke runs of the demos of the skip-connection lab II (identity_mappings.py, shattered_gradients.py,
 loss_landscape.py) on tiny stand-in data."""
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import minires
-from minires import models
+from minires import data, models, optim, train
 from minires.io import save_npz
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "demos"))
-
-import identity_mappings  # noqa: E402
-import loss_landscape  # noqa: E402
-import shattered_gradients  # noqa: E402
+import identity_mappings  # demos/ is on pytest's pythonpath (pyproject.toml), as python puts it for a script
+import loss_landscape
+import shattered_gradients
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -57,11 +53,17 @@ def test_shattered_gradients_smoke_run(tmp_path, capsys):
     assert "1/sqrt(L)" in capsys.readouterr().out
 
 
-def test_loss_landscape_smoke_run_with_a_weights_file_and_resume(tmp_path, capsys):
+def test_loss_landscape_smoke_run_with_weights_files_and_resume(tmp_path, capsys):
     minires.manual_seed(5)
     save_npz(models.cifar_resnet(8, residual=False), tmp_path / "plain8.npz")
-    argv = ["--synthetic", "--net", "resnet8=init", "--net", f"plain8={tmp_path / 'plain8.npz'}", "--images", "6",
-            "--line-points", "3", "--grid-points", "3", "--batch-size", "4", "--out", str(tmp_path / "out")]
+    resnet = models.cifar_resnet(8)  # a training checkpoint, as demos/train_cifar_resnet18.py writes it
+    train.save_checkpoint(tmp_path / "checkpoint.npz", resnet, optim.SGD(resnet.parameters(), lr=0.1), None,
+                          data.DataLoader((np.zeros((2, 3, 8, 8), np.uint8), np.zeros(2, np.int64))), 0, [])
+    loaded = loss_landscape.build(8, True, str(tmp_path / "checkpoint.npz"), seed=1)
+    for name, value in resnet.state_dict().items():
+        np.testing.assert_array_equal(loaded.state_dict()[name], value, err_msg=name)
+    argv = ["--synthetic", "--net", f"resnet8={tmp_path / 'checkpoint.npz'}", "--net", f"plain8={tmp_path / 'plain8.npz'}",
+            "--images", "6", "--line-points", "3", "--grid-points", "3", "--batch-size", "4", "--out", str(tmp_path / "out")]
     partial = loss_landscape.main([*argv, "--max-points", "2"])
     assert np.isnan(partial[0]["grid"]["loss"]).sum() == 7 and partial[0]["grid"]["local_minima"] is None
     rows = loss_landscape.main(argv)  # resumes: only the missing points are computed

@@ -1,5 +1,5 @@
 """Pre-activation ResNets and the identity-mapping variants (He et al. 2016): parameter counts and
-state-dict names, equality with a PyTorch reference (tests/torch_preact.py) in float64, a gradient
+state-dict names, equality with a PyTorch reference (tests/support/torch_preact.py) in float64, a gradient
 check of every ordering and shortcut variant, the identity's exact gradient path, and bad options."""
 import numpy as np
 import pytest
@@ -9,8 +9,8 @@ import minires
 from minires import gradcheck, models, nn
 from minires.models.preact import ORDERS, PreActResNet, ResidualUnit, unit_layout
 
-import torch_preact
-from test_models import _compare_end_to_end
+from tests.support import torch_preact
+from tests.test_models import _compare_end_to_end
 
 SHORTCUT_VARIANTS = {
     "identity": {},

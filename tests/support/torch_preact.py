@@ -9,7 +9,7 @@ import torch
 import torch.nn as tnn
 import torch.nn.functional as F
 
-import torch_resnet
+from tests.support import torch_resnet
 
 PRE_ACTIVATION = ("relu_preact", "full_preact")
 

@@ -19,6 +19,9 @@ identity shortcut, as in its Table 2 (projection shortcuts "B" where the shape c
    training error of the batches and the error on the first ``--test-size`` test images every
    ``--eval-every`` steps (``demos/degradation.py``'s loop).
 
+Each variant's numbers are saved as soon as it is done; run the same command again after a stop and
+the variants already measured with the same settings are taken from the saved file.
+
 Writes into --out: identity_mappings.png (the gradient per unit and the shortcut's share of it at
 initialisation; the training error and the test error against the steps) and identity_mappings.json (all the numbers), and
 prints a table beside the paper's ResNet-110 test errors.
@@ -31,6 +34,7 @@ if __name__ == "__main__":
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
+import json
 import math
 import time
 from pathlib import Path
@@ -180,6 +184,18 @@ def table(rows):
     return "\n".join(lines)
 
 
+def finished_rows(path, args):
+    """The variants measured by an earlier run into the same ``--out`` with the same settings (all but
+    ``--variants``): a stopped run goes on where it left off. Delete the file to measure them again."""
+    if not path.exists():
+        return {}
+    saved = json.loads(path.read_text())
+    settings = {name: value for name, value in vars(args).items() if name not in ("variants", "out")}
+    if {name: saved["config"].get(name) for name in settings} != settings:
+        return {}
+    return {row["name"]: row for row in saved["rows"]}
+
+
 def main(argv=None):
     args = parse_args(argv)
     train_loader, test_loader, source = degradation.build_loaders(args)
@@ -190,8 +206,11 @@ def main(argv=None):
              f"(lr {args.lr}) on {len(train_loader.dataset)} training images, {len(probe_set)} test images")
     print(title, flush=True)
     out, rows = Path(args.out), []
+    finished = finished_rows(out / "identity_mappings.json", args)
     for name in args.variants:
-        rows.append(run_variant(name, train_loader, test_loader, probe, args))
+        if name in finished:
+            print(f"  {name:<28} measured by an earlier run with the same settings: {out / 'identity_mappings.json'}")
+        rows.append(finished.get(name) or run_variant(name, train_loader, test_loader, probe, args))
         study_common.save_json({"config": vars(args), "source": source, "rows": rows}, out / "identity_mappings.json")
         plot(rows, out / "identity_mappings.png", title)
     print(table(rows))

@@ -31,6 +31,11 @@ def test_identity_mappings_smoke_run(tmp_path, capsys):
     assert (tmp_path / "identity_mappings.png").read_bytes().startswith(PNG_MAGIC)
     out = capsys.readouterr().out
     assert "paper (ResNet-110)" in out and "6.37%" in out and "fail" in out
+    again = identity_mappings.main(["--synthetic", "--depth", "8", "--steps", "4", "--eval-every", "2",
+                                    "--batch-size", "4", "--subset", "16", "--test-size", "8", "--probe", "4",
+                                    "--out", str(tmp_path), "--variants", names[1], "ReLU before addition"])
+    assert again[0] == rows[1] and again[1]["name"] == "ReLU before addition"  # the first one reused, not measured
+    assert "measured by an earlier run" in capsys.readouterr().out
 
 
 def test_identity_mappings_presets():

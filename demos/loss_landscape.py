@@ -182,10 +182,10 @@ def table(rows):
     for row in rows:
         line = np.array(row["line"]["loss"])
         grid = row.get("grid", {})
-        mean = np.nanmean(grid["loss"]) if grid else float("nan")
+        mean = f"{np.nanmean(grid['loss']):.3f}" if grid else "-"
         minima = grid.get("local_minima")
         lines.append(f"{row['name']:<12}{line[len(line) // 2]:>11.3f}{100 * row['line']['accuracy'][len(line) // 2]:>14.1f}%"
-                     f"{np.nanmax(line):>16.3f}{mean:>17.3f}{'-' if minima is None else minima:>14}"
+                     f"{np.nanmax(line):>16.3f}{mean:>17}{'-' if minima is None else minima:>14}"
                      f"{row['seconds'] / 60:>9.1f}")
     lines.append("at 0: the trained weights (an odd number of points puts 0 on the line); local minima: interior "
                  "grid points below all 8 neighbours ('-': grid incomplete or none)")

@@ -162,8 +162,8 @@ def plot(rows, path, title):
                            linewidth=width, linestyle="--")
     loss_axes.set(title="1-D: solid loss, dashed accuracy", xlabel="a (step along the direction)", ylabel="loss",
                   yscale="log")
-    for axis in (loss_axes.yaxis.set_major_formatter, loss_axes.yaxis.set_minor_formatter):
-        axis(FormatStrFormatter("%g"))  # 0.4, 2, 3 rather than 4 x 10^-1
+    loss_axes.yaxis.set_major_formatter(FormatStrFormatter("%g"))  # 0.4, 2, 3 rather than 4 x 10^-1
+    loss_axes.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
     accuracy_axes.set(ylabel="accuracy (%)", ylim=(0, 100))
     loss_axes.legend(fontsize=8)
     loss_axes.grid(alpha=0.3)

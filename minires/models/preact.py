@@ -85,6 +85,7 @@ from collections import OrderedDict
 
 from .. import nn
 from ..nn import init
+from ..nn.checks import check_same_shape
 from .resnet import ShortcutA, conv1x1, conv3x3, initialise_like_torchvision, make_shortcut
 
 ORDERS = ("original", "bn_after_add", "relu_before_add", "relu_preact", "full_preact")
@@ -202,30 +203,32 @@ class ResidualUnit(nn.Module):
         shortcut = self.shortcut(r)                            # h(r)
         if self.gating is None:
             total = _scaled(shortcut, self.shortcut_factor) + _scaled(branch, self.branch_scale)
-            cache = None
+            gated = None
         else:
             gate = self.gate_sigmoid(self.gate(r))             # g = sigmoid(W_g r + b_g)
             mixed_branch = gate * branch if self.gating == "exclusive" else branch
             total = (1 - gate) * shortcut + mixed_branch
-            cache = (shortcut, branch, gate)
-        self._save_for_backward(cache)
-        return self._forward_through(self.post_names, total)
+            gated = (shortcut, branch, gate)
+        output = self._forward_through(self.post_names, total)
+        self._save_for_backward((output.shape, gated))
+        return output
 
     def backward(self, grad_output):
-        cache = self._saved_for_backward()
+        output_shape, gated = self._saved_for_backward()
+        check_same_shape(self, grad_output, output_shape, "upstream gradient")  # before any layer uses its cache
         grad_sum = self._backward_through(self.post_names, grad_output)              # dL/ds
-        grad_shortcut_out, grad_branch_out, grad_gate = self._split(grad_sum, cache)  # dL/dh, dL/dF, dL/dg
+        grad_shortcut_out, grad_branch_out, grad_gate = self._split(grad_sum, gated)  # dL/dh, dL/dF, dL/dg
         grad_r_branch = self._backward_through(self.branch_names, grad_branch_out)
         grad_r_shortcut = self.shortcut.backward(grad_shortcut_out)
         if grad_gate is not None:                              # the gate reads r as well: a third path
             grad_r_shortcut = grad_r_shortcut + self.gate.backward(self.gate_sigmoid.backward(grad_gate))
         return self._backward_through(self.pre_names, grad_r_branch + grad_r_shortcut)  # the paths meet at r
 
-    def _split(self, grad_sum, cache):
+    def _split(self, grad_sum, gated):
         """The add's backward: ``(dL/dh, dL/dF, dL/dg)`` from ``dL/ds`` (``dL/dg`` None without a gate)."""
         if self.gating is None:
             return _scaled(grad_sum, self.shortcut_factor), _scaled(grad_sum, self.branch_scale), None
-        shortcut, branch, gate = cache
+        shortcut, branch, gate = gated
         grad_shortcut_out = (1 - gate) * grad_sum
         if self.gating == "exclusive":
             return grad_shortcut_out, gate * grad_sum, grad_sum * (branch - shortcut)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import FormatStrFormatter
+from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
 import study_common  # the sibling module: python puts demos/ on sys.path
 import minires
@@ -162,8 +162,9 @@ def plot(rows, path, title):
                            linewidth=width, linestyle="--")
     loss_axes.set(title="1-D: solid loss, dashed accuracy", xlabel="a (step along the direction)", ylabel="loss",
                   yscale="log")
-    loss_axes.yaxis.set_major_formatter(FormatStrFormatter("%g"))  # 0.4, 2, 3 rather than 4 x 10^-1
-    loss_axes.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+    loss_axes.yaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+    loss_axes.yaxis.set_major_formatter(FormatStrFormatter("%g"))  # 0.2, 0.5, 1, 2 rather than 2 x 10^-1
+    loss_axes.yaxis.set_minor_formatter(NullFormatter())
     accuracy_axes.set(ylabel="accuracy (%)", ylim=(0, 100))
     loss_axes.legend(fontsize=8)
     loss_axes.grid(alpha=0.3)
@@ -191,7 +192,8 @@ def table(rows):
                      f"{np.nanmax(line):>16.3f}{mean:>17}{'-' if minima is None else minima:>14}"
                      f"{row['seconds'] / 60:>9.1f}")
     lines.append("at 0: the trained weights (an odd number of points puts 0 on the line); local minima: interior "
-                 "grid points below all 8 neighbours ('-': grid incomplete or none)")
+                 "grid points below all 8 neighbours ('-': grid incomplete or none); minutes: of this run (points "
+                 "taken from the saved sweeps cost none)")
     return "\n".join(lines)
 
 

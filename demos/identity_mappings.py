@@ -39,6 +39,7 @@ import math
 import time
 from pathlib import Path
 
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 import degradation  # the sibling demo, for its training loop and loaders
@@ -142,12 +143,12 @@ def run_variant(name, train_loader, test_loader, probe, args):
 def _style(index, name):
     ordering = name in ("BN after addition", "ReLU before addition", "ReLU-only pre-activation",
                         "full pre-activation")
-    return {"color": f"C{index % 10}", "linestyle": "--" if ordering else "-", "label": name,
+    return {"color": colormaps["tab20"](index % 20), "linestyle": "--" if ordering else "-", "label": name,
             "linewidth": 2.2 if name in ("original", "full pre-activation") else 1.3}
 
 
 def plot(rows, path, title):
-    figure = Figure(figsize=(13, 9), layout="constrained")
+    figure = Figure(figsize=(15, 9), layout="constrained")
     (grads, shares), (train_axes, test_axes) = figure.subplots(2, 2)
     for index, row in enumerate(rows):
         style = _style(index, row["name"])
@@ -164,7 +165,8 @@ def plot(rows, path, title):
     test_axes.set(title="test error", xlabel="SGD steps", ylabel="error (%)")
     for axes in (grads, shares, train_axes, test_axes):
         axes.grid(alpha=0.3, which="both")
-    shares.legend(fontsize=7, title="solid: shortcut variants (original units); dashed: orderings", title_fontsize=7)
+    figure.legend(*grads.get_legend_handles_labels(), loc="outside right upper", fontsize=8, title_fontsize=8,
+                  title="solid: shortcut variants\n(original units)\ndashed: orderings")
     figure.suptitle(title, fontsize=10)
     study_common.save_figure(figure, path, dpi=80)
 

@@ -1,8 +1,8 @@
 """Identity mappings (He, Zhang, Ren, Sun 2016) at CPU scale: the paper's shortcut variants and
 activation orderings, their gradient at initialisation and a short training run of each.
 
-    python demos/identity_mappings.py --quick        # 4 variants, ResNet-20, 60 steps: ~3 minutes
-    python demos/identity_mappings.py                # all 13 variants, ResNet-32, 200 steps each
+    python demos/identity_mappings.py --quick        # 4 variants, ResNet-20, 60 steps: ~1 minute of CPU
+    python demos/identity_mappings.py                # all 13 variants, ResNet-32, 200 steps each: ~18 minutes
     python demos/identity_mappings.py --synthetic    # stand-in images, no CIFAR-10 needed
 
 Every variant is a ``minires.models.PreActResNet`` of the same depth, built from the same seed:

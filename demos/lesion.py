@@ -74,7 +74,7 @@ def plot(results, path, title):
     for axes in (single, several):
         axes.axhline(90, color="gray", linewidth=0.8)  # chance: 10 classes
         axes.set_ylim(0, 100)
-    study_common.save_figure(figure, title, path)
+    study_common.save_titled_figure(figure, title, path)
 
 
 def table(results):

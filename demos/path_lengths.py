@@ -84,7 +84,7 @@ def plot(results, path, title):
                ylabel="mean ||dL/dx|| of a path")
     total.set(title="(c) total gradient per length: C(n, k) x (b)", xlabel="path length (blocks)",
               ylabel="share of the summed total")
-    study_common.save_figure(figure, title, path)
+    study_common.save_titled_figure(figure, title, path)
 
 
 def table(result):

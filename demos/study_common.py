@@ -1,5 +1,5 @@
-"""What the study demos (skip_connections.py, degradation.py, lesion.py, path_lengths.py) and the
-notebooks share: data, models and presets.
+"""What the study demos and the notebooks share: data, models, presets, and writing their figures
+and numbers.
 
 Data: real CIFAR-10 from ``--data-dir`` (the folder that holds ``cifar-10-batches-py/``), or
 with ``--synthetic`` a stand-in of random images in which each class has its own template,
@@ -98,21 +98,18 @@ def parse_with_presets(parser, presets, argv):
 def write_results(out, stem, payload, draw):
     """``out/stem.json`` (the payload) and ``out/stem.png`` (``draw(path)``); says where they went."""
     out = Path(out)
-    with atomic_write(out / f"{stem}.json", "w") as f:
-        json.dump(payload, f, indent=1)
+    save_json(payload, out / f"{stem}.json")
     draw(out / f"{stem}.png")
     print(f"wrote {out / stem}.png and {out / stem}.json")
 
 
-def save_figure(figure, title, path):
+def save_titled_figure(figure, title, path):
     """Every panel with a grid and a legend, ``title`` on top; written to ``path`` as a PNG."""
     for axes in figure.axes:
         axes.grid(alpha=0.3)
         axes.legend(fontsize=9)
     figure.suptitle(title, fontsize=10, y=1.04)  # above two-line panel titles
-    FigureCanvasAgg(figure)
-    with atomic_write(path) as f:
-        figure.savefig(f, format="png", dpi=90, bbox_inches="tight")
+    write_png(figure, path)
 
 
 def apply_preset(args, preset):
@@ -148,3 +145,16 @@ def measure_trained(nets, measure):
         start = time.perf_counter()
         result = measure(model)
         yield {"net": net, "name": name, **result, "seconds": time.perf_counter() - start}
+
+
+def write_png(figure, path, dpi=90):
+    """A matplotlib ``Figure`` (object API, no pyplot) written as a PNG, atomically."""
+    FigureCanvasAgg(figure)
+    with atomic_write(path) as f:
+        figure.savefig(f, format="png", dpi=dpi, bbox_inches="tight")
+
+
+def save_json(obj, path):
+    """``obj`` as indented JSON, written atomically."""
+    with atomic_write(path, "w") as f:
+        json.dump(obj, f, indent=1)

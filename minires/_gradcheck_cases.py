@@ -4,7 +4,8 @@ import numpy as np
 
 from . import nn
 from .distributed import SingleProcessGroup
-from .models import resnet
+from .models import preact, resnet
+from .random import manual_seed
 from .gradcheck import check_function, check_module
 
 
@@ -40,6 +41,7 @@ def all_cases():
     shortcut = resnet.make_shortcut
     return [
         ("ReLU", lambda: check_module(nn.ReLU(), _x(2, 3, 5, 4))),
+        ("Sigmoid", lambda: check_module(nn.Sigmoid(), _x(2, 3, 5, 4) * 3)),
         ("Linear", lambda: check_module(nn.Linear(5, 3), _x(2, 3, 5))),
         ("Linear", lambda: check_module(nn.Linear(4, 2, bias=False), _x(1, 4))),
         ("Flatten", lambda: check_module(nn.Flatten(), _x(2, 3, 2, 2))),
@@ -89,6 +91,18 @@ def all_cases():
                                                               base_width=32), _x(2, 4, 5, 5, seed=3),
                                             title="Bottleneck (stride 2, groups 2, projection shortcut)")),
         ("ShortcutA", lambda: check_module(resnet.ShortcutA(3, 6, 2), _x(2, 3, 5, 4, seed=3))),
+        *[("ResidualUnit", lambda order=order: check_module(
+              preact.ResidualUnit(3, 3, order=order), _x(2, 3, 4, 4, seed=3),
+              title=f"ResidualUnit ({order}, identity shortcut)")) for order in preact.ORDERS],
+        ("ResidualUnit", lambda: check_module(
+            preact.ResidualUnit(3, 4, 2, activate_before_split=True), _x(2, 3, 5, 5, seed=3),
+            title="ResidualUnit (full pre-activation before the split, stride 2, projection)")),
+        ("ResidualUnit", lambda: check_module(preact.ResidualUnit(4, 2, 2, bottleneck=True), _x(2, 4, 4, 4, seed=3),
+                                              title="ResidualUnit (pre-activation bottleneck, stride 2)")),
+        *[("ResidualUnit", lambda name=name, options=options: check_module(
+              preact.ResidualUnit(3, 3, order="original", **options), _x(2, 3, 4, 4, seed=3),
+              title=f"ResidualUnit (original, {name})")) for name, options in _SHORTCUT_VARIANTS.items()],
+        ("ResidualUnit", _check_dropout_shortcut),  # last: it reseeds the generator
     ]
 
 
@@ -136,3 +150,25 @@ def broken_cases():
          lambda: check_module(BlockForgettingItsSkip(4, 4), _x(2, 4, 5, 5, seed=3),
                               title="BlockForgettingItsSkip")),
     ]
+
+
+# the shortcut variants of He et al. (2016); the gates' bias at -1 rather than the paper's -6, where
+# g ~ 0.0025 would leave the gate's own gradients too small to check
+_SHORTCUT_VARIANTS = {
+    "shortcut scaled by 0.5": {"shortcut_scale": 0.5}, "both scaled by 0.5": {"shortcut_scale": 0.5, "branch_scale": 0.5},
+    "exclusive gating": {"gating": "exclusive", "gate_bias": -1.0},
+    "shortcut-only gating": {"gating": "shortcut_only", "gate_bias": -1.0}, "1x1 conv shortcut": {"shortcut": "conv1x1"},
+}
+
+
+def _check_dropout_shortcut():
+    """The input gradient of a dropout-shortcut unit in training mode, the generator reseeded before
+    each forward so that every pass of the check draws the same mask."""
+    unit = preact.ResidualUnit(3, 3, order="original", shortcut="dropout").double()
+
+    def forward(x):
+        manual_seed(1)
+        return unit(x), None
+
+    return check_function(forward, lambda dy, _: unit.backward(dy), [_x(2, 3, 4, 4, seed=3)],
+                          title="ResidualUnit (original, dropout shortcut, one fixed mask)")

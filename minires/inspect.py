@@ -32,9 +32,18 @@ of the three and the block's
 0 for a plain block). The README, the pictures of ``demos/skip_connections.py`` and the table
 below use this one name and definition; the table's columns are named as above.
 
+Other blocks say where their parts are with a method ``gradient_split()`` returning
+``(branch_start, shortcut_modules, description)``: the branch part is the grad_input of
+``branch_start``, the shortcut part the sum of the grad_inputs of ``shortcut_modules`` (the
+shortcut, and a gate that reads the same input), in the order the block's backward adds them.
+The pre-activation units (``models.preact.ResidualUnit``) do: there nothing need follow the add,
+the branch may start with a batch norm, and the shortcut may be scaled or gated. Where a unit
+applies its pre-activation before the split, the two parts add up to the gradient at the split
+point (the activated input), and ``dL/dx`` is that sum passed back through the pre-activation.
+
 Norms are Euclidean over the whole batch array, computed on the arrays' own device and returned
 as Python floats. A module called twice in one forward keeps the numbers of its last call.
-Blocks are recognised by ``RESIDUAL_BLOCKS``; add a block class of your own there.
+Blocks are recognised by ``gradient_split`` (above) or by ``RESIDUAL_BLOCKS``.
 """
 import math
 from dataclasses import dataclass, field
@@ -43,7 +52,8 @@ from .backend import get_array_module
 from .models.resnet import BasicBlock, Bottleneck
 from .nn import CrossEntropyLoss
 
-# block class -> name of its ReLU after the add (its grad_input is the gradient at the add)
+# block class -> name of its ReLU after the add (its grad_input is the gradient at the add); blocks
+# with a gradient_split() method need no entry
 RESIDUAL_BLOCKS = {BasicBlock: "relu2", Bottleneck: "relu3"}
 
 
@@ -87,10 +97,21 @@ class BlockStats:
         return self.shortcut_norm / total if total > 0 else math.nan
 
 
-def _add_relu_name(module):
+def gradient_split(module):
+    """``(branch_start, shortcut_modules, description)`` of a residual block; None for other modules.
+
+    The branch part is the grad_input of ``branch_start``; the shortcut part is the sum of the
+    grad_inputs of ``shortcut_modules`` (none for a plain block, whose shortcut part is 0).
+    """
+    if hasattr(module, "gradient_split"):
+        return module.gradient_split()
     for block_type, relu_name in RESIDUAL_BLOCKS.items():
         if isinstance(module, block_type):
-            return relu_name
+            if not getattr(module, "residual", True):
+                return module.conv1, [], "none"
+            if module.downsample is None:  # the gradient at the add: the grad_input of the ReLU after it
+                return module.conv1, [getattr(module, relu_name)], "identity"
+            return module.conv1, [module.downsample], type(module.downsample).__name__
     return None
 
 
@@ -140,9 +161,9 @@ class GradientFlow:
         for name, module in self.model.named_modules():
             if next(module.children(), None) is None:  # a leaf: a layer
                 self._watch_layer(name, module)
-            relu_name = _add_relu_name(module)
-            if relu_name is not None:
-                self._watch_block(name, module, relu_name)
+            split = gradient_split(module)
+            if split is not None:
+                self._watch_block(name, module, *split)
         return self
 
     def remove(self):
@@ -165,15 +186,11 @@ class GradientFlow:
         self._handles += [module.register_forward_hook(on_forward), module.register_backward_hook(on_backward)]
 
     # -- blocks -------------------------------------------------------------------------------
-    def _watch_block(self, name, block, relu_name):
-        residual = getattr(block, "residual", True)
-        if not residual:
-            shortcut = "none"
-        else:
-            shortcut = "identity" if block.downsample is None else type(block.downsample).__name__
-        stats = self._blocks[name] = BlockStats(name, residual, shortcut)
-        if not residual:
+    def _watch_block(self, name, block, branch_start, shortcut_modules, description):
+        stats = self._blocks[name] = BlockStats(name, bool(shortcut_modules), description)
+        if not shortcut_modules:
             stats.shortcut_norm = 0.0
+        shortcut_parts = {}
 
         def record(part, attribute):
             def on_backward(module, grad_input, grad_output):
@@ -182,12 +199,24 @@ class GradientFlow:
                     stats.gradients[part] = _copy(grad_input)
             return on_backward
 
-        watched = [(block.conv1, "branch", "branch_norm"), (block, "input", "input_grad_norm")]
-        if residual:
-            shortcut_end = block.downsample if block.downsample is not None else getattr(block, relu_name)
-            watched.append((shortcut_end, "shortcut", "shortcut_norm"))
-        for module, part, attribute in watched:
-            self._handles.append(module.register_backward_hook(record(part, attribute)))
+        def record_shortcut_part(index):
+            def on_backward(module, grad_input, grad_output):
+                shortcut_parts[index] = grad_input
+            return on_backward
+
+        def add_shortcut_parts(block, grad_input, grad_output):  # runs after the parts' own hooks
+            if shortcut_parts:
+                total = shortcut_parts[0]
+                for index in range(1, len(shortcut_modules)):
+                    total = total + shortcut_parts[index]
+                record("shortcut", "shortcut_norm")(block, total, grad_output)
+                shortcut_parts.clear()
+
+        for index, module in enumerate(shortcut_modules):
+            self._handles.append(module.register_backward_hook(record_shortcut_part(index)))
+        self._handles += [branch_start.register_backward_hook(record("branch", "branch_norm")),
+                          block.register_backward_hook(record("input", "input_grad_norm")),
+                          block.register_backward_hook(add_shortcut_parts)]
 
     # -- printing -----------------------------------------------------------------------------
     def table(self, layers=True, blocks=True):

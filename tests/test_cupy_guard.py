@@ -63,6 +63,7 @@ def _running_statistics(training):
 
 CASES = [
     Case("relu_forward", dict(x=(2, 3, 4, 5)), lambda xp, a: [xp.asarray(a["x"])]),
+    Case("sigmoid_forward", dict(x=(2, 3, 4, 5)), lambda xp, a: [xp.asarray(a["x"])]),
     Case("linear_forward", dict(x=(2, 3, 5), w=(4, 5), b=(4,)),
          lambda xp, a: [xp.asarray(a["x"]), xp.asarray(a["w"]), xp.asarray(a["b"])]),
     Case("dropout_forward", dict(x=(3, 4, 5)), lambda xp, a: [xp.asarray(a["x"]), 0.3, True, HostDraws(xp, 0)]),

@@ -147,3 +147,29 @@ def test_runs_on_a_gpu_and_gives_numpys_numbers(gpu_xp):
             if hasattr(ours, field):
                 assert getattr(ours, field) == pytest.approx(getattr(reference, field), rel=1e-12)
     assert all(isinstance(b, gpu_xp.ndarray) for b in device_model.buffers())
+
+
+@pytest.mark.parametrize("options", [{}, {"order": "relu_preact"}, {"gating": "exclusive"},
+                                     {"gating": "shortcut_only", "gate_bias": -2.0},
+                                     {"shortcut_scale": 0.5, "branch_scale": 0.5}, {"shortcut": "conv1x1"},
+                                     {"order": "original", "shortcut": "dropout"}, {"bottleneck": True, "depth": 11}])
+def test_pre_activation_units_split_into_shortcut_and_branch_parts_exactly(options):
+    """No ReLU after the add, a branch that starts with a batch norm, gates and scales: the parts still
+    add up bit for bit, to dL/dx, or, where the unit activates before the split, to the gradient there."""
+    from minires.models.preact import PRE_ACTIVATION_ORDERS, PreActResNet
+    minires.manual_seed(0)
+    model = PreActResNet(**{"depth": 8, "width": 4, "num_classes": 3, **options}).double()
+    at_split = {}
+    for name, unit in model.named_modules():
+        if getattr(unit, "pre_names", None):  # activated before the split: dL/dr is what its last part receives
+            last = getattr(unit, unit.pre_names[-1])
+            last.register_backward_hook(lambda m, gin, gout, name=name: at_split.__setitem__(name, gout.copy()))
+    flow = record_gradient_flow(model, *batch(np, size=8), keep_gradients=True)
+    assert len(flow.blocks) == 3
+    assert bool(at_split) == (options.get("order", "full_preact") in PRE_ACTIVATION_ORDERS)
+    for stats in flow.blocks:
+        parts = stats.gradients
+        expected = at_split.get(stats.name, parts["input"])
+        assert (expected == parts["branch"] + parts["shortcut"]).all(), stats.name
+        assert stats.branch_norm > 0 and stats.shortcut_norm > 0 and 0 < stats.shortcut_share < 1
+    assert "layer1.0" in flow.table()

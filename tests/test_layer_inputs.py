@@ -19,11 +19,13 @@ LAYERS = {
     "AvgPool2d": lambda: nn.AvgPool2d(2),
     "AdaptiveAvgPool2d": lambda: nn.AdaptiveAvgPool2d(1),
     "ReLU": lambda: nn.ReLU(),
+    "Sigmoid": lambda: nn.Sigmoid(),
     "Linear": lambda: nn.Linear(6, 5),
     "Flatten": lambda: nn.Flatten(),
     "Dropout": lambda: nn.Dropout(0.3),
     "Sequential": lambda: nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU()),
     "BasicBlock": lambda: models.resnet20(width=4).layer2[0],
+    "ResidualUnit": lambda: models.ResidualUnit(3, 3, gating="exclusive"),
 }
 
 

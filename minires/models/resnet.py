@@ -230,6 +230,17 @@ def make_shortcut(kind, inplanes, outplanes, stride):
     raise ValueError(f"ResNet: shortcut must be 'A' or 'B', got {kind!r}")
 
 
+def initialise_like_torchvision(model):
+    """torchvision's ResNet initialisation: Kaiming normal (fan_out, ReLU) for every convolution's
+    weight, batch norm weight 1 and bias 0; linear layers keep nn.Linear's own."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, nn.BatchNorm2d):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+
+
 class ResNet(nn.Module):
     """stem -> stages of residual blocks -> global average pool -> fc.
 
@@ -278,13 +289,7 @@ class ResNet(nn.Module):
         return nn.Sequential(*stage)
 
     def _initialise(self, zero_init_residual):
-        """torchvision's: Kaiming normal (fan_out, ReLU) convs, BN weight 1 and bias 0, fc as nn.Linear."""
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                init.ones_(module.weight)
-                init.zeros_(module.bias)
+        initialise_like_torchvision(self)
         if zero_init_residual:  # each block starts as the identity: y = relu(0 + S(x))
             for module in self.modules():
                 if isinstance(module, Bottleneck):

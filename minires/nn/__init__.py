@@ -5,7 +5,7 @@
 from . import functional
 from . import init
 from .module import Module, Parameter, RemovableHandle, Sequential, StateDictError
-from .activation import ReLU
+from .activation import ReLU, Sigmoid
 from .linear import Linear
 from .dropout import Dropout
 from .loss import CrossEntropyLoss

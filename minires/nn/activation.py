@@ -1,10 +1,10 @@
-"""ReLU, the rectified linear unit.
+"""ReLU, the rectified linear unit, and the logistic sigmoid.
 
 Where the plain version is. ``relu_backward`` is ``where(y <= 0, 0, dy)`` inside
 ``with minires.nn.reference_kernels():``, and exercise 1 (``minires/exercises/solutions/ex1_relu.py``)
-writes it that way; outside, ``_zero_where`` gives the same bits faster.
+writes it that way; outside, ``_zero_where`` gives the same bits faster. The sigmoid has one route.
 
-Forward, elementwise:   y = max(x, 0)
+ReLU. Forward, elementwise:   y = max(x, 0)
 
 Backward: dy/dx is 1 where x > 0 and 0 where x < 0; at x = 0 the function has no
 derivative and, like PyTorch, we take 0. By the chain rule
@@ -19,6 +19,18 @@ Shapes: any; ``dx`` has the shape of ``x``.
 Memory: backward needs only the sign pattern, so we keep the output ``y``
 (``y > 0`` exactly where ``x > 0``): the next layer usually keeps it anyway, so the
 mask costs nothing extra.
+
+Sigmoid (the gate of a gated shortcut). Forward, elementwise:
+
+    y = sigma(x) = 1 / (1 + exp(-x))
+
+computed as ``e / (1 + e)`` with ``e = exp(x)`` for negative x, so that exp never overflows.
+Backward: ``sigma'(x) = exp(-x) / (1 + exp(-x))^2 = sigma(x) (1 - sigma(x))``, so
+
+    dx = dy * (1 - y) * y
+
+needs only the output; the cache keeps ``y`` (PyTorch's ``sigmoid_backward`` uses the same formula).
+Shapes: any; ``dx`` has the shape of ``x``.
 """
 from dataclasses import dataclass
 
@@ -78,3 +90,38 @@ class ReLU(Module):
 
     def backward(self, grad_output):
         return relu_backward(grad_output, self._saved_for_backward())
+
+
+@dataclass
+class SigmoidCache:
+    """What ``sigmoid_backward`` needs: the output."""
+    y: object
+
+
+def sigmoid_forward(x):
+    """``y = 1 / (1 + exp(-x))``, overflow-free; the cache, a ``SigmoidCache``, keeps ``y``."""
+    check_float("sigmoid_forward", x)
+    xp = get_array_module(x)
+    e = xp.exp(-xp.abs(x))                 # exp(-|x|) <= 1: no overflow
+    y = xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+    return y, SigmoidCache(y)
+
+
+def sigmoid_backward(dy, cache):
+    """``dx = dy * (1 - y) * y`` (PyTorch's order of the products)."""
+    y = cache.y
+    check_same_shape("sigmoid_backward", dy, y.shape, "upstream gradient")
+    get_array_module(dy, y)  # checks that both live on one device
+    return dy * (1 - y) * y
+
+
+class Sigmoid(Module):
+    """``y = 1 / (1 + exp(-x))`` elementwise."""
+
+    def forward(self, x):
+        y, cache = sigmoid_forward(x)
+        self._save_for_backward(cache)
+        return y
+
+    def backward(self, grad_output):
+        return sigmoid_backward(grad_output, self._saved_for_backward())

@@ -4,7 +4,7 @@ A ``*_forward`` returns ``(output, cache)``; the matching ``*_backward(dout, cac
 the gradients of its inputs. They take their array module from their inputs, keep no state,
 and run unchanged on NumPy and CuPy arrays.
 """
-from .activation import relu_backward, relu_forward
+from .activation import relu_backward, relu_forward, sigmoid_backward, sigmoid_forward
 from .linear import linear_backward, linear_forward
 from .dropout import dropout_backward, dropout_forward
 from .loss import cross_entropy_backward, cross_entropy_forward, softmax_cross_entropy

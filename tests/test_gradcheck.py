@@ -105,7 +105,7 @@ def test_command_line_refuses_an_unknown_layer(capsys):
     with pytest.raises(SystemExit) as stop:
         gradcheck._main(["--only", "Conv3d"])
     assert stop.value.code == 2
-    assert "no layer or block named 'Conv3d'; choose from ReLU, Linear" in capsys.readouterr().err
+    assert "no layer or block named 'Conv3d'; choose from ReLU, Sigmoid, Linear" in capsys.readouterr().err
 
 
 def test_demo_failure_shows_three_failing_checks_and_exits_1(capsys):

@@ -5,6 +5,7 @@ import pytest
 import minires
 from minires import models, nn
 from minires.inspect import GradientFlow, array_norm, record_gradient_flow
+from minires.models.preact import PRE_ACTIVATION_ORDERS, PreActResNet
 from minires.models.resnet import BasicBlock, Bottleneck, ResNet
 
 
@@ -156,7 +157,6 @@ def test_runs_on_a_gpu_and_gives_numpys_numbers(gpu_xp):
 def test_pre_activation_units_split_into_shortcut_and_branch_parts_exactly(options):
     """No ReLU after the add, a branch that starts with a batch norm, gates and scales: the parts still
     add up bit for bit, to dL/dx, or, where the unit activates before the split, to the gradient there."""
-    from minires.models.preact import PRE_ACTIVATION_ORDERS, PreActResNet
     minires.manual_seed(0)
     model = PreActResNet(**{"depth": 8, "width": 4, "num_classes": 3, **options}).double()
     at_split = {}

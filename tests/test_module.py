@@ -179,3 +179,13 @@ def test_parameter_grad_shape_is_checked():
 def test_repr_is_a_tree():
     text = repr(net())
     assert text.startswith("Sequential(") and "(2): Sequential(" in text and "(1): ReLU()" in text
+
+
+def test_a_reassigned_child_keeps_its_place():
+    """PyTorch keeps the order of registration when a child is replaced (Sequential relies on it)."""
+    model = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+    setattr(model, "0", nn.Identity())
+    assert [type(m).__name__ for m in model.children()] == ["Identity", "ReLU", "Linear"]
+    layer = nn.Linear(2, 2)
+    layer.weight = nn.Parameter(layer.weight.data.copy())
+    assert [name for name, _ in layer.named_parameters()] == ["weight", "bias"]

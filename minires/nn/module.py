@@ -122,8 +122,8 @@ class Module:
         if "_parameters" not in self.__dict__:
             raise AttributeError(f"{type(self).__name__}: call super().__init__() before assigning attributes")
         if isinstance(value, (Parameter, Module)):
-            self._forget(name)
             registry = self._parameters if isinstance(value, Parameter) else self._modules
+            self._forget(name, keep=registry)  # a reassigned child keeps its place, as in PyTorch
             registry[name] = value
         elif name in self._buffers:
             self._buffers[name] = value
@@ -132,9 +132,10 @@ class Module:
         else:
             object.__setattr__(self, name, value)
 
-    def _forget(self, name):
+    def _forget(self, name, keep=None):
         for registry in (self._parameters, self._buffers, self._modules, self.__dict__):
-            registry.pop(name, None)
+            if registry is not keep:
+                registry.pop(name, None)
 
     def __getattr__(self, name):
         for registry in ("_parameters", "_buffers", "_modules"):

@@ -118,7 +118,7 @@ def gradient_split(module):
 def named_blocks(model):
     """``(name, block)`` for every block of ``RESIDUAL_BLOCKS`` in ``model`` (plain ones too), in
     the order of its modules, which is the order forward runs them in the ResNets."""
-    return [(name, module) for name, module in model.named_modules() if _add_relu_name(module) is not None]
+    return [(name, module) for name, module in model.named_modules() if isinstance(module, tuple(RESIDUAL_BLOCKS))]
 
 
 class GradientFlow:

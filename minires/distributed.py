@@ -129,8 +129,7 @@ class MPIProcessGroup:
             sys.stderr.write(f"minires.distributed: rank {self.rank} of {self.world_size} failed with "
                              f"{kind.__name__}: {error}; stopping all {self.world_size} processes\n")
             print_traceback(kind, error, traceback)
-            sys.stderr.flush()
-            self.comm.Abort(1)
+            abort_job(self.comm)
 
         sys.excepthook = abort
 
@@ -282,8 +281,17 @@ def exit_all(message):
     if group.world_size == 1:
         sys.exit(message)
     sys.stderr.write(f"{message} (rank {group.rank} of {group.world_size}; stopping all)\n")
+    abort_job(group.comm)
+
+
+def abort_job(comm):
+    """``MPI_Abort`` after the message is out: the launcher forwards a rank's stderr through a pipe
+    and kills every process at the abort, so a message still in that pipe would be lost; one second
+    lets it arrive (without the pause, one CI run of the failing-rank test lost the message)."""
+    sys.stdout.flush()
     sys.stderr.flush()
-    group.comm.Abort(1)
+    time.sleep(1.0)
+    comm.Abort(1)
 
 
 # -- starting the processes ----------------------------------------------------------------------

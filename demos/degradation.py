@@ -35,19 +35,16 @@ if __name__ == "__main__":
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
-import json
 import math
 import time
 from pathlib import Path
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 import study_common  # the sibling module: python puts demos/ on sys.path
 import minires
 from minires import data, optim, train
 from minires.backend import on_device, to_device
-from minires.io import atomic_write
 
 DEPTH_COLOURS = {20: "tab:orange", 32: "tab:cyan", 44: "tab:red", 56: "tab:blue", 110: "tab:green"}
 
@@ -158,9 +155,7 @@ def plot(runs, path, title):
             axes.legend(title="bold: test, dashed: train", fontsize=9, title_fontsize=8)
     panels[False].set_ylabel("error (%)")
     figure.suptitle(title, fontsize=10)
-    FigureCanvasAgg(figure)
-    with atomic_write(path) as f:
-        figure.savefig(f, format="png", dpi=90, bbox_inches="tight")
+    study_common.write_png(figure, path)
 
 
 def summary(runs):
@@ -197,8 +192,7 @@ def main(argv=None):
                 points = train_and_measure(model, train_loader, test_loader, args, report)
             runs.append({"name": name, "depth": depth, "residual": residual, "points": points,
                          "seconds": time.perf_counter() - start})
-            with atomic_write(out / "degradation.json", "w") as f:
-                json.dump({"config": {k: v for k, v in vars(args).items()}, "source": source, "runs": runs}, f, indent=1)
+            study_common.save_json({"config": vars(args), "source": source, "runs": runs}, out / "degradation.json")
             plot(runs, out / "degradation.png", title)
     print(summary(runs))
     print(f"wrote {out / 'degradation.png'} and {out / 'degradation.json'}")

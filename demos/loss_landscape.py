@@ -40,6 +40,7 @@ import minires
 from minires import data, models, train
 from minires.checkpoint import DOCUMENT
 from minires.io import load_npz
+from minires.models.weights import METADATA_KEY, weights_name
 from minires.study import landscape
 
 PRESETS = {"quick": {"images": 256, "line_points": 11, "grid_points": 7},
@@ -84,25 +85,36 @@ def parse_net(parser, spec):
 
 
 def build(depth, residual, weights, seed):
-    """The CIFAR network with the weights of ``weights`` (see the module docstring)."""
+    """The CIFAR network with the weights of ``weights`` (see the module docstring); a file or name
+    that does not give usable weights ends the demo with a one-line message."""
     minires.manual_seed(seed)
     if weights == "init":
         return study_common.build_model(depth, residual)
     path = Path(weights)
-    if path.suffix in (".npz", ".pkl") or path.is_file():
-        if not path.is_file():
-            sys.exit(f"--net: there is no weights file {path}")
-        model = study_common.build_model(depth, residual)
-        if is_training_checkpoint(path):
-            train.load_checkpoint(path, model)
-        else:
-            model.load_state_dict(load_npz(path))
+    try:
+        if path.suffix in (".npz", ".pkl") or path.is_file():
+            return load_weights_file(path, study_common.build_model(depth, residual))
+        factory = getattr(models, f"resnet{depth}", None)
+        if factory is None or "weights" not in inspect.signature(factory).parameters:
+            sys.exit(f"--net: this minires ships no weights {weights!r} for resnet{depth}; give the path of an "
+                     ".npz or of a checkpoint.pkl")
+        return factory(residual=residual, weights=weights)
+    except (OSError, ValueError) as error:  # missing or unreadable files, weights that do not fit
+        sys.exit(f"--net {weights_name(depth, residual)}={weights}: not usable ({error})")
+
+
+def load_weights_file(path, model):
+    """``model`` with the weights of ``path``: a training checkpoint, a shipped weights file (its
+    metadata entry set aside) or an ``.npz`` of a state dict."""
+    if not path.is_file():
+        sys.exit(f"--net: there is no weights file {path}")
+    if is_training_checkpoint(path):
+        train.load_checkpoint(path, model)
         return model
-    factory = getattr(models, f"resnet{depth}", None)
-    if factory is None or "weights" not in inspect.signature(factory).parameters:
-        sys.exit(f"--net: this minires ships no weights {weights!r} for resnet{depth}; give the path of an "
-                 ".npz or of a checkpoint.pkl")
-    return factory(residual=residual, weights=weights)
+    state = load_npz(path)
+    state.pop(METADATA_KEY, None)
+    model.load_state_dict(state)
+    return model
 
 
 def is_training_checkpoint(path):

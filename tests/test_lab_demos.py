@@ -7,7 +7,8 @@ import pytest
 
 import minires
 from minires import data, models, optim, train
-from minires.io import save_npz
+from minires.io import load_npz, save_npz
+from minires.models.weights import METADATA_KEY, save_weights
 
 import identity_mappings  # demos/ is on pytest's pythonpath (pyproject.toml), as python puts it for a script
 import loss_landscape
@@ -91,3 +92,18 @@ def test_loss_landscape_net_names_and_missing_weights(tmp_path):
         loss_landscape.build(20, True, str(tmp_path / "missing.npz"), seed=0)
     with pytest.raises(SystemExit, match="ships no weights 'cifar10' for resnet26"):  # no factory for 26
         loss_landscape.build(26, True, "cifar10", seed=0)
+    (tmp_path / "garbage.npz").write_text("not an archive")
+    with pytest.raises(SystemExit, match=r"--net resnet20=.*garbage.npz: not usable"):
+        loss_landscape.build(20, True, str(tmp_path / "garbage.npz"), seed=0)
+
+
+def test_loss_landscape_reads_a_shipped_weights_file_and_refuses_another_depth(tmp_path):
+    path = tmp_path / "resnet8_cifar10.npz"
+    save_weights(models.cifar_resnet(8), path, {"name": "resnet8"})
+    loaded = loss_landscape.build(8, True, str(path), seed=0)
+    saved = load_npz(path)
+    assert saved.pop(METADATA_KEY)  # the entry the demo sets aside
+    for name, value in saved.items():
+        np.testing.assert_array_equal(loaded.state_dict()[name], value, err_msg=name)
+    with pytest.raises(SystemExit, match=r"--net plain14=.*resnet8_cifar10.npz: not usable (?s:.*)missing keys"):
+        loss_landscape.build(14, False, str(path), seed=0)

@@ -352,17 +352,19 @@ def _take_input(cache):
 
 
 # -- the routes' dispatcher ------------------------------------------------------------------------
-from . import conv_flipped, conv_shifted  # noqa: E402  (they build on the textbook pieces above)
+from . import conv_flipped, conv_shifted, conv_winograd  # noqa: E402  (they build on the textbook pieces above)
 
 
 def _conv2d_forward(layer, x, w, b, stride, padding, dilation, groups):
-    """Check, then take a route: the shifted GEMM where it applies (never under
+    """Check, then take a route: Winograd or the shifted GEMM where they apply (never under
     ``reference_kernels``, nor for an empty batch), else the textbook im2col + GEMM."""
     _check_operands(layer, x, w, b, groups)
     geometry = _conv_geometry(layer, x.shape, w.shape[2:], stride, padding, dilation, groups)
-    if x.shape[0] and not uses_reference_kernels() \
-            and conv_shifted.uses_shifted_gemm(device_of(x), geometry, w.shape[0]):
-        return conv_shifted.shifted_conv_forward(x, w, b, geometry)
+    if x.shape[0] and not uses_reference_kernels():
+        if conv_winograd.uses_winograd(device_of(x), geometry, w.shape[0]):
+            return conv_winograd.winograd_conv_forward(x, w, b, geometry)
+        if conv_shifted.uses_shifted_gemm(device_of(x), geometry, w.shape[0]):
+            return conv_shifted.shifted_conv_forward(x, w, b, geometry)
     weight_matrix = _weight_matrix(w, groups)
     y = _im2col_conv(x, weight_matrix, b, geometry)
     return y, ConvCache(x, weight_matrix, geometry, b is not None)
@@ -382,8 +384,12 @@ def conv2d_backward(dy, cache):
     """``(dx, dw, db)`` from ``dy = dL/dy``; ``db`` is None when the forward had no bias.
 
     Uses up ``cache`` (a cache serves one backward pass, as in PyTorch). The forward's route
-    decides (its cache's type): a shifted-GEMM forward has a shifted-GEMM backward.
+    decides (its cache's type): a shifted-GEMM forward has a shifted-GEMM backward, a Winograd
+    forward a Winograd backward.
     """
+    if isinstance(cache, conv_winograd.WinogradConvCache):
+        _check_upstream(dy, cache.geometry, cache.weights.shape[2], cache.weights.dtype)
+        return conv_winograd.winograd_conv_backward(dy, cache)
     if isinstance(cache, conv_shifted.ShiftedConvCache):
         _check_upstream(dy, cache.geometry, cache.weight_by_offset.shape[2], cache.weight_by_offset.dtype)
         return conv_shifted.shifted_conv_backward(dy, cache)

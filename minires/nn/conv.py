@@ -388,7 +388,7 @@ def conv2d_backward(dy, cache):
     forward a Winograd backward.
     """
     if isinstance(cache, conv_winograd.WinogradConvCache):
-        _check_upstream(dy, cache.geometry, cache.weights.shape[2], cache.weights.dtype)
+        _check_upstream(dy, cache.geometry, cache.weights.shape[1], cache.weights.dtype)
         return conv_winograd.winograd_conv_backward(dy, cache)
     if isinstance(cache, conv_shifted.ShiftedConvCache):
         _check_upstream(dy, cache.geometry, cache.weight_by_offset.shape[2], cache.weight_by_offset.dtype)

@@ -132,7 +132,7 @@ def uses_winograd(device, geometry, C_out):
 class WinogradConvCache:
     """What the Winograd backward needs: the input (backward transforms it again), U, the shapes."""
     x: object               # (N, C, H, W); None once used
-    weights: object         # U, (16, C, C_out)
+    weights: object         # U transposed, (16, C_out, C): U[k].T for forward, U[k] for dV
     geometry: ConvGeometry
     has_bias: bool
 
@@ -187,19 +187,16 @@ def _kron_G(like):
 
 
 def _weight_transform(w):
-    """U (16, C, C_out) from the weight (C_out, C, 3, 3): one GEMM with G ⊗ G."""
-    xp = get_array_module(w)
+    """U[ξν]ᵀ, as (16, C_out, C), from the weight (C_out, C, 3, 3): one GEMM with G ⊗ G."""
     C_out, C = w.shape[:2]
-    by_position = xp.matmul(_kron_G(w), w.reshape(C_out * C, 9).T)          # (16, C_out*C)
-    return xp.ascontiguousarray(by_position.reshape(16, C_out, C).transpose(0, 2, 1))
+    return get_array_module(w).matmul(_kron_G(w), w.reshape(C_out * C, 9).T).reshape(16, C_out, C)
 
 
-def _weight_transform_backward(dU):
-    """dg = Gᵀ dU G per (o, c): the weight gradient (C_out, C, 3, 3) from dU (16, C, C_out)."""
-    xp = get_array_module(dU)
-    _, C, C_out = dU.shape
-    by_tap = xp.matmul(_kron_G(dU).T, dU.transpose(0, 2, 1).reshape(16, C_out * C))  # (9, C_out*C)
-    return xp.ascontiguousarray(by_tap.reshape(3, 3, C_out, C).transpose(2, 3, 0, 1))
+def _weight_transform_backward(dU_T):
+    """dg = Gᵀ dU G per (o, c): the weight gradient (C_out, C, 3, 3) from dU[ξν]ᵀ, (16, C_out, C)."""
+    _, C_out, C = dU_T.shape
+    by_tap = get_array_module(dU_T).matmul(dU_T.reshape(16, C_out * C).T, _kron_G(dU_T))  # (C_out*C, 9)
+    return by_tap.reshape(C_out, C, 3, 3)
 
 
 # -- the data transforms: V = Bᵀ d B, Y = Aᵀ M A and their transposes ------------------------------
@@ -298,11 +295,11 @@ def winograd_conv_forward(x, w, b, geometry):
     N, C, _, _ = geometry.input_shape
     C_out = w.shape[0]
     H_out, W_out = geometry.output_size
-    U = _weight_transform(w)
+    U_T = _weight_transform(w)
     V = _tile_matrices(_input_transform(x, geometry), C)
     M = scratch(x, (16, V.shape[1], C_out), x.dtype, "winograd products")
     for k in range(16):
-        xp.matmul(V[k], U[k], out=M[k])
+        xp.matmul(V[k], U_T[k].T, out=M[k])
     image = _output_transform(M, geometry, C_out)
     # one transposing copy into a contiguous channels-last output, cropped, adding the bias
     y_nhwc = xp.empty((N, H_out, W_out, C_out), dtype=x.dtype)
@@ -311,29 +308,28 @@ def winograd_conv_forward(x, w, b, geometry):
         y_nhwc[...] = valid
     else:
         xp.add(valid, b, out=y_nhwc)
-    return y_nhwc.transpose(0, 3, 1, 2), WinogradConvCache(x, U, geometry, b is not None)
+    return y_nhwc.transpose(0, 3, 1, 2), WinogradConvCache(x, U_T, geometry, b is not None)
 
 
 def winograd_conv_backward(dy, cache):
     """``(dx, dw, db)`` from ``dy`` (checked by the caller) and a ``WinogradConvCache``."""
-    geometry, U = cache.geometry, cache.weights
+    geometry, U_T = cache.geometry, cache.weights
     x = _take_input(cache)
     xp = get_array_module(dy, x)
     N, C, H, W = geometry.input_shape
-    C_out = U.shape[2]
+    C_out = U_T.shape[1]
     (top, _), (left, _) = geometry.padding
     tiles = _input_transform(x, geometry)             # V again: see Memory above
     V = _tile_matrices(tiles, C)
     dM = scratch(dy, (16, V.shape[1], C_out), dy.dtype, "winograd products")
     _output_transform_backward(dy, geometry, dM)
-    dU = xp.empty_like(U)
-    for k in range(16):
-        xp.matmul(V[k].T, dM[k], out=dU[k])
-    U_T = xp.ascontiguousarray(U.transpose(0, 2, 1))  # contiguous, as conv_shifted's backward does
+    dU_T = xp.empty((16, C_out, C), dtype=dy.dtype)
+    for k in range(16):  # dU[ξν] = V[ξν]ᵀ @ dM[ξν], written transposed: dg then needs no copy
+        xp.matmul(V[k].T, dM[k], out=dU_T[k].T)
     for k in range(16):                               # dV over V: V is no longer needed
         xp.matmul(dM[k], U_T[k], out=V[k])
     dx_padded = _input_transform_backward(tiles, geometry)
     dx_nhwc = xp.empty((N, H, W, C), dtype=dy.dtype)
     dx_nhwc[...] = dx_padded[top:top + H, left:left + W].transpose(2, 0, 1, 3)
     db = dy.sum(axis=(0, 2, 3)) if cache.has_bias else None
-    return dx_nhwc.transpose(0, 3, 1, 2), _weight_transform_backward(dU), db
+    return dx_nhwc.transpose(0, 3, 1, 2), _weight_transform_backward(dU_T), db

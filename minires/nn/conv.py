@@ -3,10 +3,12 @@
 Where the plain version is. This file holds the textbook route -- im2col + one GEMM forward,
 dW and dcols by two GEMMs and col2im backward -- which every convolution takes inside
 ``with minires.nn.reference_kernels():``; it is the method of exercise 6, whose solution is
-``minires/exercises/solutions/ex6_conv2d.py``. Two faster routes, each in its own module with its
+``minires/exercises/solutions/ex6_conv2d.py``. Three faster routes, each in its own module with its
 derivation, take over where they apply (``_conv2d_forward`` and ``conv2d_backward`` choose):
-``conv_shifted.py``, the shifted GEMM (stride 1, one group, few channels, CPU: no im2col copy),
-and ``conv_flipped.py``, the stride-1 backward as one convolution of dy with the flipped kernel.
+``conv_winograd.py``, Winograd's F(2x2, 3x3) (3x3, stride 1, one group, many channels, CPU: 16
+GEMMs with 2.25x fewer multiply-adds), ``conv_shifted.py``, the shifted GEMM (stride 1, one group,
+few channels, CPU: no im2col copy), and ``conv_flipped.py``, the stride-1 backward as one
+convolution of dy with the flipped kernel.
 
 Forward. For an input ``x`` of shape (N, C, H, W), zero-padded, a weight ``W`` of shape
 (C_out, C/G, kh, kw) and ``G`` groups (output channel ``o`` belongs to group ``g`` and sees

@@ -87,10 +87,11 @@ benchmarks/README.md). Scratch buffers (``minires.nn.scratch``): the padded inpu
 (about 1x the input), V (4x the input, with a zero tile row above and below: backward writes dV
 over it), M (4x the output), the transposed dy (1x the output) and small blocks.
 
-Precision. F(2x2, 3x3) adds up to 9 transformed weights and 16 transformed inputs per product,
-and the output transform adds 9 products: in float32 its error is a few times the direct
-route's (tests/test_conv_winograd.py bounds it on ResNet-sized layers); float64 agrees with the
-textbook route to 1e-11.
+Precision. Each transformed weight sums up to 9 weights, each transformed input up to 4 inputs,
+each output up to 9 products, with coefficients ±1, ±1/2, ±1/4 (exact in binary floating point):
+on ResNet-18-CIFAR's
+layers the float32 relative error was 1.4e-7 to 5.3e-7, 1.0x to 1.9x the im2col route's
+(tests/test_conv_winograd.py bounds it); float64 agrees with the textbook route to 1e-11.
 """
 from dataclasses import dataclass
 
@@ -111,21 +112,26 @@ A = tuple(zip(*A_T))                                                 # dM = A dY
 OVERLAP_ADD = tuple(tuple(row[p] for row in B_T) + tuple(row[p + 2] for row in B_T) for p in (0, 1))
 
 # Tuning (OpenBLAS on the CPU; measurements in benchmarks/README.md).
-_CHUNK_BYTES = 2 ** 20   # the transforms' block of tile rows: its intermediate rows stay in cache
-_MIN_CHANNELS = 64       # C and C_out from which the 16 GEMMs beat im2col's one GEMM
+_CHUNK_BYTES = 2 ** 20         # the transforms' block of tile rows: its intermediate rows stay in cache
+_MIN_CHANNELS = 64             # C and C_out from which the transforms cost less than the GEMMs save
+_MIN_TILE_CHANNELS = 2 ** 15   # T * C from which that saving outweighs U's transform and each call's cost
 
 
 def uses_winograd(device, geometry, C_out):
-    """3x3, stride 1, dilation 1, one group, at least 64 input and output channels, on the CPU.
+    """3x3, stride 1, dilation 1, one group, on the CPU, with enough channels and enough tiles.
 
-    Below 64 channels the transforms' adds cost more than the multiply-adds they save (and the
-    shifted GEMM or im2col win: benchmarks/README.md). Measured on OpenBLAS only: a GPU keeps
-    im2col's one big GEMM (see ``conv_shifted.uses_shifted_gemm``).
+    Enough channels: at least 64 in and out; the transforms add a few numbers per tile and
+    channel, the GEMMs save 20 multiply-adds per tile and pair of channels, so with fewer channels
+    the shifted GEMM or im2col win. Enough tiles: T * C >= 2**15 (T = N * t_h * t_w, e.g. a batch
+    of 16 at 512 channels on 4x4): on a small batch the weight transform (U is 1.8x the weight)
+    and the calls' fixed cost outweigh the GEMMs' saving. Measured on OpenBLAS only
+    (benchmarks/README.md): a GPU keeps im2col's one big GEMM (see ``conv_shifted.uses_shifted_gemm``).
     """
-    C = geometry.input_shape[1]
+    N, C, _, _ = geometry.input_shape
+    t_h, t_w = tile_counts(geometry)
     return (device == "cpu" and geometry.kernel == (3, 3) and geometry.stride == (1, 1)
             and geometry.dilation == (1, 1) and geometry.groups == 1
-            and min(C, C_out) >= _MIN_CHANNELS)
+            and min(C, C_out) >= _MIN_CHANNELS and N * t_h * t_w * C >= _MIN_TILE_CHANNELS)
 
 
 @dataclass

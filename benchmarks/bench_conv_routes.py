@@ -16,7 +16,8 @@ both routes, even below the channel count from which the dispatcher takes Winogr
 where that threshold comes from.
 
 Step (``--step MODEL``): a whole training step instead (forward, cross-entropy, backward, SGD with
-momentum), Winograd off and on alternating, one step each per round.
+momentum), alternating Winograd off and Winograd where the dispatcher takes it (its own rule),
+one step each per round.
 
 Clock: ``wall`` (``perf_counter``) on a quiet machine; ``cpu`` (``process_time``, the CPU time of
 the worker's threads) when other work shares the cores: at one thread it counts this process's
@@ -41,12 +42,14 @@ LAYER_HEADER = ["convolution", "input C×H×W", "batch", "used in", "route witho
 
 
 @contextlib.contextmanager
-def winograd(enabled):
-    """Inside the block the dispatcher takes the Winograd route for every 3x3 stride-1 convolution
-    (``enabled``: whatever its channels and tiles) or for none."""
+def winograd(route):
+    """Inside the block the dispatcher takes the Winograd route for no convolution (``"off"``), for
+    every 3x3 stride-1 one whatever its channels and tiles (``"everywhere"``), or where it applies
+    by its own rule (``"dispatcher"``)."""
     from minires.nn import conv_winograd
     minimums = conv_winograd._MIN_CHANNELS, conv_winograd._MIN_TILE_CHANNELS
-    conv_winograd._MIN_CHANNELS, conv_winograd._MIN_TILE_CHANNELS = (0, 0) if enabled else (sys.maxsize,) * 2
+    conv_winograd._MIN_CHANNELS, conv_winograd._MIN_TILE_CHANNELS = {
+        "off": (sys.maxsize, sys.maxsize), "everywhere": (0, 0), "dispatcher": minimums}[route]
     try:
         yield
     finally:
@@ -79,13 +82,13 @@ def time_layer(layer, batch_size, rounds, warmup, clock):
     x = array_in_order(rng, [batch_size, *layer["input"][1:]], layer["input_order"])
     dy = array_in_order(rng, module(x).shape, layer["grad_order"])
     dispatched = conv_route(module, layer)   # the dispatcher's own choice
-    with winograd(False):
+    with winograd("off"):
         module(x)
         route = conv_route(module, layer)
 
-    def passes(enabled):
+    def passes(route):
         def run(clock):
-            with winograd(enabled):
+            with winograd(route):
                 module.zero_grad()
                 start = clock()
                 module(x)
@@ -95,7 +98,7 @@ def time_layer(layer, batch_size, rounds, warmup, clock):
         return run
 
     return {"route": route, "dispatched": dispatched,
-            **_alternate_routes(passes(False), passes(True), rounds, warmup, clock)}
+            **_alternate_routes(passes("off"), passes("everywhere"), rounds, warmup, clock)}
 
 
 def time_steps(model_name, batch_size, rounds, warmup, clock):
@@ -110,9 +113,9 @@ def time_steps(model_name, batch_size, rounds, warmup, clock):
     images = rng.standard_normal((batch_size, 3, 32, 32), dtype=np.float32)
     labels = rng.integers(0, 10, batch_size)
 
-    def step(enabled):
+    def step(route):
         def run(clock):
-            with winograd(enabled):
+            with winograd(route):
                 start = clock()
                 criterion(model(images), labels)
                 optimizer.zero_grad()
@@ -121,7 +124,7 @@ def time_steps(model_name, batch_size, rounds, warmup, clock):
                 return {"step": clock() - start}
         return run
 
-    return _alternate_routes(step(False), step(True), rounds, warmup, clock)
+    return _alternate_routes(step("off"), step("dispatcher"), rounds, warmup, clock)
 
 
 def worker(framework, config):
@@ -136,16 +139,16 @@ def worker(framework, config):
 
 
 # -- the parent ------------------------------------------------------------------------------------
-def run_benchmark(model_names=tuple(MODEL_LABELS), batch_sizes=(64, 128), step=None, iters=5, repeats=1,
+def run_benchmark(models=tuple(MODEL_LABELS), batch_sizes=(64, 128), step=None, iters=5, repeats=1,
                   warmup=1, threads=2, clock="wall"):
     """The layers (or, with ``step``, that model's training step) in ``repeats`` workers."""
     load_before = os.getloadavg()[0]
-    layers = [] if step else [layer for layer in collect_layers(model_names, 2) if stride_one_3x3(layer)]
+    layers = [] if step else [layer for layer in collect_layers(models, 2) if stride_one_3x3(layer)]
     config = dict(layers=layers, batch_sizes=list(batch_sizes), step=step, iters=iters, warmup=warmup,
                   threads=threads, clock=clock)
     runs = alternate(MODULE, {"minires": config}, repeats)["minires"]
     timings = [_median_over_workers([run["timings"][index] for run in runs]) for index in range(len(runs[0]["timings"]))]
-    return {"layers": layers, "timings": timings, "description": runs[0]["description"], "models": list(model_names),
+    return {"layers": layers, "timings": timings, "description": runs[0]["description"], "models": list(models),
             "batch_sizes": list(batch_sizes), "step": step, "iters": iters, "repeats": repeats, "warmup": warmup,
             "threads": threads, "clock": clock, "load_before": load_before, "load_after": os.getloadavg()[0]}
 
@@ -200,9 +203,10 @@ def format_report(result):
     if result["step"]:
         rows = [[result["step"], str(batch), *_pair(t["off"], t["on"], "step")]
                 for batch, t in zip(result["batch_sizes"], result["timings"])]
-        body = [f"### Training step of {result['step']}: Winograd off / on, float32, {result['threads']} threads, "
+        body = [f"### Training step of {result['step']}: Winograd off / where it applies, float32, {result['threads']} threads, "
                 f"{clock}", "",
-                markdown_table(["model", "batch", "step without / with Winograd (ms)", "speed-up"], rows)]
+                markdown_table(["model", "batch", "step without / with Winograd where it applies (ms)", "speed-up"],
+                               rows)]
     else:
         body = [f"### Stride-1 3×3 convolutions: Winograd against the route without it, float32, "
                 f"{result['threads']} threads, {clock}", "",
@@ -217,31 +221,31 @@ def format_report(result):
     ])
 
 
+def _comma_list(convert):
+    return lambda text: [convert(item.strip()) for item in text.split(",") if item.strip()]
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default=",".join(MODEL_LABELS),
-                   help="comma-separated minires model names (default: %(default)s)")
-    p.add_argument("--batch-sizes", default="64,128", help="comma-separated (default: %(default)s)")
-    p.add_argument("--iters", type=int, default=5, help="timed rounds per worker (each: off, then on)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed rounds at the start of each worker")
-    p.add_argument("--repeats", type=int, default=1, help="worker processes, one after the other")
-    p.add_argument("--threads", type=int, default=2, help="BLAS threads of the worker")
+    p.add_argument("--models", type=_comma_list(str), default=list(MODEL_LABELS),
+                   help="comma-separated minires model names (default: both)")
+    p.add_argument("--batch-sizes", type=_comma_list(int), default=[64, 128], help="comma-separated (default: 64,128)")
     p.add_argument("--step", default=None, help="time this model's whole training step instead of the layers")
+    p.add_argument("--iters", type=int, default=5, help="timed rounds per worker (each: off, then on)")
+    p.add_argument("--repeats", type=int, default=1, help="worker processes, one after the other")
+    p.add_argument("--warmup", type=int, default=1, help="untimed rounds at the start of each worker")
+    p.add_argument("--threads", type=int, default=2, help="BLAS threads of the worker")
     p.add_argument("--clock", choices=sorted(CLOCKS), default="wall")
     return p.parse_args(argv)
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    if serve_as_worker(argv, worker):
-        return
-    args = parse_args(argv)
-    models = [name.strip() for name in args.models.split(",") if name.strip()]
-    batch_sizes = [int(size) for size in args.batch_sizes.split(",")]
-    print(f"{args.step or ', '.join(models)}, batch {batch_sizes}: worker processes ...", file=sys.stderr)
-    print(format_report(run_benchmark(models, batch_sizes, args.step, args.iters, args.repeats, args.warmup,
-                                      args.threads, args.clock)))
+    if not serve_as_worker(argv, worker):
+        args = parse_args(argv)
+        print(f"{args.step or ', '.join(args.models)}, batch {args.batch_sizes}: a worker process ...", file=sys.stderr)
+        print(format_report(run_benchmark(**vars(args))))
 
 
 if __name__ == "__main__":

@@ -7,13 +7,12 @@ those minimums (``winograd`` fixture), and run in blocks of one tile row as well
 """
 import numpy as np
 import pytest
-import torch
 import torch.nn.functional as F
 
 import minires
 from minires import nn
 from minires.backend import asnumpy
-from minires.gradcheck import check_module
+from minires.gradcheck import check_function
 from minires.nn import conv_winograd
 from minires.nn.conv import _conv_geometry
 from minires.nn.functional import conv2d_backward, conv2d_forward
@@ -97,10 +96,16 @@ def test_non_contiguous_input_left_unmodified(rng, view, winograd):
 
 @pytest.mark.parametrize("case", ["odd_rect_pad1", "pad0_odd_output", "pad_rect_2x0", "map_1x1"])
 def test_gradcheck(case, winograd):
+    """Finite differences against the route's x, w and b gradients, with a random upstream gradient."""
     x_shape, kwargs = CASES[case]
-    module = nn.Conv2d(**kwargs)
-    report = check_module(module, np.random.default_rng(3).standard_normal(x_shape))
-    assert report.ok, str(report)
+    rng = np.random.default_rng(3)
+    x, w = rng.standard_normal(x_shape), rng.standard_normal((kwargs["out_channels"], x_shape[1], 3, 3))
+    b = rng.standard_normal(kwargs["out_channels"])
+    padding = kwargs.get("padding", 0)
+    assert isinstance(conv2d_forward(x, w, b, padding=padding)[1], conv_winograd.WinogradConvCache)
+    report = check_function(lambda x, w, b: conv2d_forward(x, w, b, padding=padding), conv2d_backward,
+                            [x, w, b], names=["x", "w", "b"])
+    assert report.ok and len(report.entries) == 3, str(report)
 
 
 @pytest.mark.parametrize("bias", [True, False])

@@ -318,6 +318,18 @@ def _cols_product(cols, weight_matrix, b, geometry):
     return y_nhwc.transpose(0, 3, 1, 2)
 
 
+def _channels_last_output(valid, b):
+    """One copy of ``valid`` (N, H_out, W_out, C_out), any layout, into a fresh contiguous
+    channels-last array, adding the bias on the way; returned as its (N, C_out, H_out, W_out) view."""
+    xp = get_array_module(valid, b)
+    y_nhwc = xp.empty(valid.shape, dtype=valid.dtype)
+    if b is None:
+        y_nhwc[...] = valid
+    else:
+        xp.add(valid, b, out=y_nhwc)
+    return y_nhwc.transpose(0, 3, 1, 2)
+
+
 def _weight_gradient(cols, dout, geometry):
     """``dW_mat = dYᵀ @ cols``, as a (C_out, C/G, kh, kw) weight gradient."""
     xp = get_array_module(cols, dout)

@@ -98,7 +98,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..backend import get_array_module
-from .conv import ConvGeometry, _take_input
+from .conv import ConvGeometry, _channels_last_output, _take_input
 from .conv_shifted import _row_blocks
 from .scratch import scratch
 
@@ -298,8 +298,7 @@ def _input_transform_backward(tiles, geometry):
 def winograd_conv_forward(x, w, b, geometry):
     """``(y, WinogradConvCache)``: y as in ``conv2d_forward``, a contiguous channels-last NCHW view."""
     xp = get_array_module(x, w, b)
-    N, C, _, _ = geometry.input_shape
-    C_out = w.shape[0]
+    C, C_out = geometry.input_shape[1], w.shape[0]
     H_out, W_out = geometry.output_size
     U_T = _weight_transform(w)
     V = _tile_matrices(_input_transform(x, geometry), C)
@@ -307,14 +306,9 @@ def winograd_conv_forward(x, w, b, geometry):
     for k in range(16):
         xp.matmul(V[k], U_T[k].T, out=M[k])
     image = _output_transform(M, geometry, C_out)
-    # one transposing copy into a contiguous channels-last output, cropped, adding the bias
-    y_nhwc = xp.empty((N, H_out, W_out, C_out), dtype=x.dtype)
-    valid = image[:H_out, :W_out].transpose(2, 0, 1, 3)
-    if b is None:
-        y_nhwc[...] = valid
-    else:
-        xp.add(valid, b, out=y_nhwc)
-    return y_nhwc.transpose(0, 3, 1, 2), WinogradConvCache(x, U_T, geometry, b is not None)
+    # one transposing copy, cropped to the output, into a contiguous channels-last array
+    y = _channels_last_output(image[:H_out, :W_out].transpose(2, 0, 1, 3), b)
+    return y, WinogradConvCache(x, U_T, geometry, b is not None)
 
 
 def winograd_conv_backward(dy, cache):

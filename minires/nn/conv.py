@@ -319,8 +319,8 @@ def _cols_product(cols, weight_matrix, b, geometry):
 
 
 def _channels_last_output(valid, b):
-    """One copy of ``valid`` (N, H_out, W_out, C_out), any layout, into a fresh contiguous
-    channels-last array, adding the bias on the way; returned as its (N, C_out, H_out, W_out) view."""
+    """One copy of ``valid`` (N, H, W, C), any layout, into a fresh contiguous channels-last array,
+    adding the bias ``b`` (or None) on the way; returned as its (N, C, H, W) view."""
     xp = get_array_module(valid, b)
     y_nhwc = xp.empty(valid.shape, dtype=valid.dtype)
     if b is None:

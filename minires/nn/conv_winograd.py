@@ -219,7 +219,7 @@ def _tile_matrices(tiles, C):
 
 def _input_transform(x, geometry):
     """V (16, t_h + 2, t_w, N*C) in scratch: Bᵀ d B of every input tile, rows then columns."""
-    N, C, H, W = geometry.input_shape
+    N, C, _, _ = geometry.input_shape
     (top, _), (left, _) = geometry.padding
     t_h, t_w = tile_counts(geometry)
     padded = _zero_padded_hwnc(x.transpose(2, 3, 0, 1), (2 * t_h + 2, 2 * t_w + 2, N, C), top, left,
@@ -234,13 +234,13 @@ def _input_transform(x, geometry):
         _combine(B_T, [padded[2 * start + i:2 * stop + i - 1:2] for i in range(4)], block)
         # then along the columns, for the four rows ξ at once
         _combine(B_T, [block[:, :, j:j + 2 * t_w - 1:2] for j in range(4)],
-                 [V[:, ν, start:stop] for ν in range(4)])
+                 [V[:, nu, start:stop] for nu in range(4)])
     return tiles
 
 
-def _output_transform(M, geometry, C_out):
+def _output_transform(M, geometry):
     """The output image (2 t_h, 2 t_w, N, C_out), HWNC, in scratch: Aᵀ M A of every tile."""
-    N = geometry.input_shape[0]
+    N, C_out = geometry.input_shape[0], M.shape[2]
     t_h, t_w = tile_counts(geometry)
     M = M.reshape(4, 4, t_h, t_w, N * C_out)
     image = scratch(M, (t_h, 2, t_w, 2, N * C_out), M.dtype, "winograd output image")
@@ -248,8 +248,8 @@ def _output_transform(M, geometry, C_out):
     by_rows = scratch(M, (2, 4, min(rows, t_h), t_w, N * C_out), M.dtype, "winograd block")
     for start, stop in _row_blocks(t_h, rows):
         block = by_rows[:, :, :stop - start]
-        _combine(A_T, [M[ξ, :, start:stop] for ξ in range(4)], block)
-        _combine(A_T, [block[:, ν] for ν in range(4)],
+        _combine(A_T, [M[xi, :, start:stop] for xi in range(4)], block)
+        _combine(A_T, [block[:, nu] for nu in range(4)],
                  [image[start:stop, :, :, j].transpose(1, 0, 2, 3) for j in range(2)])
     return image.reshape(2 * t_h, 2 * t_w, N, C_out)
 
@@ -266,7 +266,7 @@ def _output_transform_backward(dy, geometry, dM):
     for start, stop in _row_blocks(t_h, rows):
         block = by_columns[:, :stop - start]
         _combine(A, [image[start:stop, :, :, j] for j in range(2)], block)
-        _combine(A, [block[:, :, i] for i in range(2)], [dM[ξ, :, start:stop] for ξ in range(4)])
+        _combine(A, [block[:, :, i] for i in range(2)], [dM[xi, :, start:stop] for xi in range(4)])
 
 
 def _input_transform_backward(tiles, geometry):
@@ -286,9 +286,9 @@ def _input_transform_backward(tiles, geometry):
     by_rows[..., 0, :] = by_rows[..., -1, :] = 0
     for start, stop in _row_blocks(t_h + 1, rows):
         block = by_rows[:, :, :stop - start]
-        _combine(OVERLAP_ADD, [dV[ξ, :, start + 1:stop + 1] for ξ in range(4)]
-                 + [dV[ξ, :, start:stop] for ξ in range(4)], block[..., 1:-1, :])
-        _combine(OVERLAP_ADD, [block[:, ν, :, 1:] for ν in range(4)] + [block[:, ν, :, :-1] for ν in range(4)],
+        _combine(OVERLAP_ADD, [dV[xi, :, start + 1:stop + 1] for xi in range(4)]
+                 + [dV[xi, :, start:stop] for xi in range(4)], block[..., 1:-1, :])
+        _combine(OVERLAP_ADD, [block[:, nu, :, 1:] for nu in range(4)] + [block[:, nu, :, :-1] for nu in range(4)],
                  [image[start:stop, :, :, q].transpose(1, 0, 2, 3) for q in range(2)])
     N, C, _, _ = geometry.input_shape
     return image.reshape(2 * t_h + 2, 2 * t_w + 2, N, C)
@@ -305,7 +305,7 @@ def winograd_conv_forward(x, w, b, geometry):
     M = scratch(x, (16, V.shape[1], C_out), x.dtype, "winograd products")
     for k in range(16):
         xp.matmul(V[k], U_T[k].T, out=M[k])
-    image = _output_transform(M, geometry, C_out)
+    image = _output_transform(M, geometry)
     # one transposing copy, cropped to the output, into a contiguous channels-last array
     y = _channels_last_output(image[:H_out, :W_out].transpose(2, 0, 1, 3), b)
     return y, WinogradConvCache(x, U_T, geometry, b is not None)
@@ -316,7 +316,7 @@ def winograd_conv_backward(dy, cache):
     geometry, U_T = cache.geometry, cache.weights
     x = _take_input(cache)
     xp = get_array_module(dy, x)
-    N, C, H, W = geometry.input_shape
+    _, C, H, W = geometry.input_shape
     C_out = U_T.shape[1]
     (top, _), (left, _) = geometry.padding
     tiles = _input_transform(x, geometry)             # V again: see Memory above
@@ -329,7 +329,6 @@ def winograd_conv_backward(dy, cache):
     for k in range(16):                               # dV over V: V is no longer needed
         xp.matmul(dM[k], U_T[k], out=V[k])
     dx_padded = _input_transform_backward(tiles, geometry)
-    dx_nhwc = xp.empty((N, H, W, C), dtype=dy.dtype)
-    dx_nhwc[...] = dx_padded[top:top + H, left:left + W].transpose(2, 0, 1, 3)
+    dx = _channels_last_output(dx_padded[top:top + H, left:left + W].transpose(2, 0, 1, 3), None)
     db = dy.sum(axis=(0, 2, 3)) if cache.has_bias else None
-    return dx_nhwc.transpose(0, 3, 1, 2), _weight_transform_backward(dU_T), db
+    return dx, _weight_transform_backward(dU_T), db

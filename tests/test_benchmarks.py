@@ -6,7 +6,7 @@ rows, that the shapes are read off the models correctly and that both frameworks
 import numpy as np
 import pytest
 
-from benchmarks import bench_layers, bench_train_step
+from benchmarks import bench_conv_routes, bench_layers, bench_train_step
 from benchmarks.harness import parse_markdown_table
 
 
@@ -41,6 +41,29 @@ def test_bench_layers_prints_both_tables():
     assert header == bench_layers.CONV_HEADER
     assert len(rows) == sum(layer["type"] == "Conv2d" for layer in result["layers"])
     assert "command:" in report and "NumPy BLAS:" in report
+
+
+def test_bench_layers_names_each_convolution_route():
+    layers = bench_layers.collect_layers(["resnet18_cifar"], batch_size=2)
+    routes = {bench_layers.layer_name(layer): layer["route"] for layer in layers if layer["type"] == "Conv2d"}
+    assert routes["conv 3×3 3→64"] == "shifted GEMM"
+    assert routes["conv 3×3 /2 64→128"] == "im2col, col2im dx"
+    assert routes["conv 3×3 64→64"] == "Winograd"   # batch 2 of 32x32: 512 tiles of 64 channels
+    assert routes["conv 3×3 512→512"] == "im2col, flipped dx"   # batch 2 of 4x4: too few tiles
+
+
+def test_bench_conv_routes_times_both_routes_of_every_stride_one_3x3_layer():
+    result = bench_conv_routes.run_benchmark(["resnet20"], batch_sizes=[2], iters=1, warmup=0, threads=1, clock="cpu")
+    report = bench_conv_routes.format_report(result)
+    header, rows = parse_markdown_table(report)
+    assert header == bench_conv_routes.LAYER_HEADER
+    assert [row[0] for row in rows] == ["conv 3×3 3→16", "conv 3×3 16→16", "conv 3×3 32→32", "conv 3×3 64→64"]
+    assert [row[4] for row in rows] == ["shifted GEMM", "shifted GEMM", "im2col, flipped dx", "im2col, flipped dx"]
+    assert [row[5] for row in rows] == [row[4] for row in rows]  # batch 2: too few tiles for Winograd
+    assert "resnet20, batch 2: its stride-1 3×3 convolutions" in report and "CPU time" in report
+    step = bench_conv_routes.run_benchmark(["resnet20"], [2], step="resnet20", iters=1, warmup=0, threads=1)
+    _, rows = parse_markdown_table(bench_conv_routes.format_report(step))
+    assert [row[:2] for row in rows] == [["resnet20", "2"]]
 
 
 def test_bench_train_step_prints_its_table_and_both_frameworks_train_alike():

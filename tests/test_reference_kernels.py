@@ -68,6 +68,11 @@ def test_the_switch_changes_the_route():
             _, inner = conv2d_forward(x, w, padding=1)
     assert type(fast).__name__ == type(inner).__name__ == "ShiftedConvCache"
     assert type(textbook).__name__ == "ConvCache"
+    x, w = np.ones((2, 64, 32, 32)), np.ones((64, 64, 3, 3))
+    _, fast = conv2d_forward(x, w, padding=1)
+    with nn.reference_kernels():
+        _, textbook = conv2d_forward(x, w, padding=1)
+    assert type(fast).__name__ == "WinogradConvCache" and type(textbook).__name__ == "ConvCache"
     assert not nn.reference.uses_reference_kernels()
 
 
@@ -83,6 +88,7 @@ def test_the_switch_holds_for_its_own_thread_only():
 
 CONV_CASES = [  # (x shape, w shape, keywords): every route of the fast side
     ((2, 3, 7, 5), (4, 3, 3, 3), dict(padding=1)),                          # shifted GEMM
+    ((2, 64, 33, 31), (64, 64, 3, 3), dict(padding=1)),                     # Winograd (cropped tiles)
     ((2, 32, 6, 5), (32, 32, 3, 3), dict(padding=1)),                       # im2col + flipped kernel
     ((2, 32, 7, 6), (32, 16, 3, 3), dict(stride=2, padding=1, groups=2)),   # im2col + col2im by offset
     ((1, 24, 5, 8), (24, 24, 1, 1), dict(padding=1)),                       # 1x1 beyond the kernel

@@ -3,10 +3,12 @@
 Where the plain version is. This file holds the textbook route -- im2col + one GEMM forward,
 dW and dcols by two GEMMs and col2im backward -- which every convolution takes inside
 ``with minires.nn.reference_kernels():``; it is the method of exercise 6, whose solution is
-``minires/exercises/solutions/ex6_conv2d.py``. Two faster routes, each in its own module with its
+``minires/exercises/solutions/ex6_conv2d.py``. Three faster routes, each in its own module with its
 derivation, take over where they apply (``_conv2d_forward`` and ``conv2d_backward`` choose):
-``conv_shifted.py``, the shifted GEMM (stride 1, one group, few channels, CPU: no im2col copy),
-and ``conv_flipped.py``, the stride-1 backward as one convolution of dy with the flipped kernel.
+``conv_winograd.py``, Winograd's F(2x2, 3x3) (3x3, stride 1, one group, many channels, CPU: 16
+GEMMs with 2.25x fewer multiply-adds), ``conv_shifted.py``, the shifted GEMM (stride 1, one group,
+few channels, CPU: no im2col copy), and ``conv_flipped.py``, the stride-1 backward as one
+convolution of dy with the flipped kernel.
 
 Forward. For an input ``x`` of shape (N, C, H, W), zero-padded, a weight ``W`` of shape
 (C_out, C/G, kh, kw) and ``G`` groups (output channel ``o`` belongs to group ``g`` and sees
@@ -316,6 +318,18 @@ def _cols_product(cols, weight_matrix, b, geometry):
     return y_nhwc.transpose(0, 3, 1, 2)
 
 
+def _channels_last_output(valid, b):
+    """One copy of ``valid`` (N, H, W, C), any layout, into a fresh contiguous channels-last array,
+    adding the bias ``b`` (or None) on the way; returned as its (N, C, H, W) view."""
+    xp = get_array_module(valid, b)
+    y_nhwc = xp.empty(valid.shape, dtype=valid.dtype)
+    if b is None:
+        y_nhwc[...] = valid
+    else:
+        xp.add(valid, b, out=y_nhwc)
+    return y_nhwc.transpose(0, 3, 1, 2)
+
+
 def _weight_gradient(cols, dout, geometry):
     """``dW_mat = dYᵀ @ cols``, as a (C_out, C/G, kh, kw) weight gradient."""
     xp = get_array_module(cols, dout)
@@ -352,17 +366,19 @@ def _take_input(cache):
 
 
 # -- the routes' dispatcher ------------------------------------------------------------------------
-from . import conv_flipped, conv_shifted  # noqa: E402  (they build on the textbook pieces above)
+from . import conv_flipped, conv_shifted, conv_winograd  # noqa: E402  (they build on the textbook pieces above)
 
 
 def _conv2d_forward(layer, x, w, b, stride, padding, dilation, groups):
-    """Check, then take a route: the shifted GEMM where it applies (never under
+    """Check, then take a route: Winograd or the shifted GEMM where they apply (never under
     ``reference_kernels``, nor for an empty batch), else the textbook im2col + GEMM."""
     _check_operands(layer, x, w, b, groups)
     geometry = _conv_geometry(layer, x.shape, w.shape[2:], stride, padding, dilation, groups)
-    if x.shape[0] and not uses_reference_kernels() \
-            and conv_shifted.uses_shifted_gemm(device_of(x), geometry, w.shape[0]):
-        return conv_shifted.shifted_conv_forward(x, w, b, geometry)
+    if x.shape[0] and not uses_reference_kernels():
+        if conv_winograd.uses_winograd(device_of(x), geometry, w.shape[0]):
+            return conv_winograd.winograd_conv_forward(x, w, b, geometry)
+        if conv_shifted.uses_shifted_gemm(device_of(x), geometry, w.shape[0]):
+            return conv_shifted.shifted_conv_forward(x, w, b, geometry)
     weight_matrix = _weight_matrix(w, groups)
     y = _im2col_conv(x, weight_matrix, b, geometry)
     return y, ConvCache(x, weight_matrix, geometry, b is not None)
@@ -382,8 +398,12 @@ def conv2d_backward(dy, cache):
     """``(dx, dw, db)`` from ``dy = dL/dy``; ``db`` is None when the forward had no bias.
 
     Uses up ``cache`` (a cache serves one backward pass, as in PyTorch). The forward's route
-    decides (its cache's type): a shifted-GEMM forward has a shifted-GEMM backward.
+    decides (its cache's type): a shifted-GEMM forward has a shifted-GEMM backward, a Winograd
+    forward a Winograd backward.
     """
+    if isinstance(cache, conv_winograd.WinogradConvCache):
+        _check_upstream(dy, cache.geometry, cache.weights.shape[1], cache.weights.dtype)
+        return conv_winograd.winograd_conv_backward(dy, cache)
     if isinstance(cache, conv_shifted.ShiftedConvCache):
         _check_upstream(dy, cache.geometry, cache.weight_by_offset.shape[2], cache.weight_by_offset.dtype)
         return conv_shifted.shifted_conv_backward(dy, cache)

@@ -24,7 +24,7 @@ wins: ``benchmarks/README.md``.
 from dataclasses import dataclass
 
 from ..backend import get_array_module
-from .conv import ConvGeometry, _padded_nhwc, _take_input
+from .conv import ConvGeometry, _channels_last_output, _padded_nhwc, _take_input
 from .scratch import scratch
 
 
@@ -131,7 +131,6 @@ def _sum_of_shifted_products(rows, weight_by_offset, shifts, count, out):
 
 def shifted_conv_forward(x, w, b, geometry):
     """``(y, ShiftedConvCache)``: y as in ``conv2d_forward``, a contiguous channels-last NCHW view."""
-    xp = get_array_module(x, w, b)
     N, _, _, _ = geometry.input_shape
     H_pad, W_pad = geometry.padded_size
     H_out, W_out = geometry.output_size
@@ -141,13 +140,8 @@ def shifted_conv_forward(x, w, b, geometry):
     grid = scratch(x, (N * H_pad * W_pad, C_out), x.dtype, "grid")  # rows past _grid_rows stay unset
     _sum_of_shifted_products(rows, weight_by_offset, _row_shifts(geometry), _grid_rows(geometry), grid)
     valid = grid.reshape(N, H_pad, W_pad, C_out)[:, :H_out, :W_out]
-    # one copy into a contiguous channels-last output, adding the bias on the way
-    y_nhwc = xp.empty((N, H_out, W_out, C_out), dtype=x.dtype)
-    if b is None:
-        y_nhwc[...] = valid
-    else:
-        xp.add(valid, b, out=y_nhwc)
-    return y_nhwc.transpose(0, 3, 1, 2), ShiftedConvCache(x, weight_by_offset, geometry, b is not None)
+    y = _channels_last_output(valid, b)
+    return y, ShiftedConvCache(x, weight_by_offset, geometry, b is not None)
 
 
 def _dy_on_grid(dy, geometry):

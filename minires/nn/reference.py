@@ -1,7 +1,8 @@
 """The plain routes, one switch away: ``with minires.nn.reference_kernels(): ...``.
 
-Some ops have fast routes beside their textbook one: the convolution's shifted GEMM
-(``conv_shifted.py``) and flipped-kernel stride-1 backward (``conv_flipped.py``), the pooling's
+Some ops have fast routes beside their textbook one: the convolution's Winograd F(2x2, 3x3)
+(``conv_winograd.py``), shifted GEMM (``conv_shifted.py``) and flipped-kernel stride-1 backward
+(``conv_flipped.py``), the pooling's
 stride phases, batch norm's blocked channel sums, ReLU's bit-mask backward, scratch buffers.
 Inside the block every op takes its textbook route instead:
 

@@ -89,9 +89,9 @@ over it), M (4x the output), the transposed dy (1x the output) and small blocks.
 
 Precision. Each transformed weight sums up to 9 weights, each transformed input up to 4 inputs,
 each output up to 9 products, with coefficients ±1, ±1/2, ±1/4 (exact in binary floating point):
-on ResNet-18-CIFAR's
-layers the float32 relative error was 1.4e-7 to 5.3e-7, 1.0x to 1.9x the im2col route's
-(tests/test_conv_winograd.py bounds it); float64 agrees with the textbook route to 1e-11.
+on ResNet-18-CIFAR's layers the float32 relative error was 1.4e-7 to 5.3e-7, 1.0x to 1.9x the
+im2col route's (tests/test_conv_winograd.py bounds it); float64 agrees with the textbook route to
+1e-11.
 """
 from dataclasses import dataclass
 

@@ -2,8 +2,8 @@
 
 Some ops have fast routes beside their textbook one: the convolution's Winograd F(2x2, 3x3)
 (``conv_winograd.py``), shifted GEMM (``conv_shifted.py``) and flipped-kernel stride-1 backward
-(``conv_flipped.py``), the pooling's
-stride phases, batch norm's blocked channel sums, ReLU's bit-mask backward, scratch buffers.
+(``conv_flipped.py``), the pooling's stride phases, batch norm's blocked channel sums, ReLU's
+bit-mask backward, scratch buffers.
 Inside the block every op takes its textbook route instead:
 
 - convolution: forward = im2col + one GEMM; backward = dW from ``cols``, ``dcols = dY @ W_mat``
